@@ -1,0 +1,98 @@
+"""The `vidbatch` command: run a config, serve the offline localapi, or run the demo."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+
+from tasks.config import load_config, parse_when
+from tasks.errors import VidbatchError
+from tasks.progress import Progress, set_progress
+
+
+def _print_summary(result: dict, out=sys.stdout) -> None:
+    keys = ["ok", "error", "skipped_already_done"] + sorted(k for k in result if k.startswith("skipped_")
+                                                              and k != "skipped_already_done")
+    keys += ["prompt_tokens", "completion_tokens", "total_tokens", "estimated_prompt_tokens", "wall_time_s"]
+    width = max(len(k) for k in keys)
+    print("summary:", file=out)
+    for k in keys:
+        if k in result:
+            v = result[k]
+            print(f"  {k:<{width}}  {v:,}" if isinstance(v, int) else f"  {k:<{width}}  {v}", file=out)
+    print(f"  {'ledger':<{width}}  {result['output']}", file=out)
+
+
+def _print_plan(planned: list[dict], out=sys.stdout) -> None:
+    print("dry run: nothing is sent; would send", file=out)
+    for p in planned:
+        if p["error"]:
+            print(f"  ERROR  {p['source_uri']}: {p['error']}", file=out)
+        else:
+            audio = "audio" if p["has_audio"] else "no audio"
+            print(f"  {p['estimated_prompt_tokens']:>8,} tok  {p['duration_s']:>8.1f} s  {audio:<8}  {p['mime']:<12} "
+                  f"{p['source_uri']}", file=out)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.summarize import summarize
+
+    try:
+        load_config(args.config)  # fail on a bad config before Prefect starts
+        parse_when(args.since), parse_when(args.until, "--until")
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    set_progress(Progress(enabled=not args.quiet))
+    try:
+        result = asyncio.run(summarize(config=args.config, since=args.since, until=args.until, limit=args.limit,
+                                       dry_run=args.dry_run))
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        _print_plan(result["planned"])
+        print(f"total estimated prompt tokens: {result['estimated_prompt_tokens']:,} "
+              f"for {len(result['planned'])} videos")
+    _print_summary(result)
+    return 1 if result["error"] else 0
+
+
+def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
+    from localapi.server import main
+
+    return main(rest)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from flows.demo import run_demo
+
+    return run_demo(args.dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="vidbatch", description="Batch video understanding: object storage -> "
+                                     "chat/completions -> Parquet.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run the summarize flow over a config's source")
+    run.add_argument("config", help="run config (YAML)")
+    run.add_argument("--since", help="only objects modified at or after this date/time (UTC)")
+    run.add_argument("--until", help="only objects modified before this date/time (UTC)")
+    run.add_argument("--limit", type=int, help="send at most N videos")
+    run.add_argument("--dry-run", action="store_true", help="list what would be sent and its token estimate")
+    run.add_argument("--quiet", action="store_true", help="no progress line")
+    sub.add_parser("localapi", help="serve the OFFLINE localapi provider (options: vidbatch localapi --help)",
+                   add_help=False)
+    demo = sub.add_parser("demo", help="make sample videos, serve localapi, run summarize, show the ledger")
+    demo.add_argument("--dir", default="demo-output", help="where the demo bucket and ledger go")
+    args, rest = parser.parse_known_args(argv)
+    if args.command == "localapi":
+        return cmd_localapi(args, rest)
+    if rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    return {"run": cmd_run, "demo": cmd_demo}[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""Run configs (YAML) validated by pydantic; provider profiles merged from configs/providers/."""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+
+VIDEO_EXTENSIONS = ["mp4", "mpeg", "mpg", "mov", "avi", "flv", "webm", "wmv", "3gp"]
+PROJECT_ROOT = Path(__file__).resolve().parents[1]
+LOCALAPI = "localapi"  # base_url that starts the embedded offline provider for the run
+SECRET_OPTION_KEYS = {"key", "secret", "token", "password", "aws_access_key_id", "aws_secret_access_key",
+                      "aws_session_token", "session_token"}
+_ENV_REF = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class SourceConfig(_Strict):
+    url: str = Field(min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    include: list[str] = Field(default_factory=list)
+    exclude: list[str] = Field(default_factory=list)
+    extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
+    since: datetime | None = None
+    until: datetime | None = None
+
+    _tz = field_validator("since", "until")(_utc)
+
+    @field_validator("extensions")
+    @classmethod
+    def _lower(cls, v: list[str]) -> list[str]:
+        return [e.lower().lstrip(".") for e in v]
+
+
+class Limits(_Strict):
+    rpm: PositiveInt | None = None
+    tpm: PositiveInt | None = None
+    concurrency: PositiveInt = 8
+
+
+class ProviderConfig(_Strict):
+    name: str = "provider"
+    dialect: Literal["openai", "gdc", "trinity"]
+    base_url: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    api_key_env: str | None = None
+    token_command: str | None = None
+    token_ttl_s: float = Field(default=3000, gt=0)
+    project: str | None = None
+    location: str | None = None
+    delivery: Literal["inline", "presigned", "storage_uri", "public_url"] = "inline"
+    public_base_url: str | None = None
+    presign_expires_s: PositiveInt = 3600
+    limits: Limits = Field(default_factory=Limits)
+    timeout_s: float = Field(default=120, gt=0)
+    connect_timeout_s: float = Field(default=10, gt=0)
+    max_attempts: PositiveInt = 6
+    max_retry_time_s: float = Field(default=600, gt=0)
+    backoff_initial_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+    frame_tokens: PositiveInt = 258
+    extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ProviderConfig":
+        if self.api_key_env and self.token_command:
+            raise ValueError("set either api_key_env or token_command, not both")
+        if self.dialect == "gdc" and not (self.project and self.location):
+            raise ValueError("the gdc dialect needs project and location (they form the endpoint path)")
+        if self.delivery == "public_url" and not self.public_base_url:
+            raise ValueError("delivery public_url needs public_base_url (the URL prefix that serves the source)")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the run starts its own offline localapi."""
+        return self.base_url == LOCALAPI
+
+
+class PromptConfig(_Strict):
+    system: str = ""
+    user: str = Field(min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+class OutputConfig(_Strict):
+    url: str = Field(min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(default=200, ge=1, le=5000)
+
+
+class RunConfig(_Strict):
+    job: str = Field(default="summaries", pattern=r"^[A-Za-z0-9_.-]+$")
+    source: SourceConfig
+    provider: ProviderConfig
+    prompt: PromptConfig
+    output: OutputConfig
+
+
+def _locate(loc: tuple) -> str:
+    return ".".join(str(p) if not isinstance(p, int) else f"[{p}]" for p in loc).replace(".[", "[")
+
+
+def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        ann = getattr(field, "annotation", None) if field else None
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            model = ann
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def _describe(exc: ValidationError, origin_of) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = tuple(err["loc"])
+        where = f"{origin_of(loc)}: {_locate(loc) or '(top level)'}"
+        if err["type"] == "extra_forbidden":
+            allowed = ", ".join(_allowed_keys(RunConfig, loc))
+            lines.append(f"{where}: unknown key; allowed keys here: {allowed}")
+        elif err["type"] == "missing":
+            lines.append(f"{where}: required key is missing")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"{where}: {err['msg']}{shown}")
+    return "invalid config:\n  " + "\n  ".join(lines)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def find_profile(name: str, near: Path) -> Path:
+    """The profile file for a name: next to the config, in ./configs/providers, or the project's own."""
+    candidates = [near / "providers" / f"{name}.yaml", near / f"{name}.yaml",
+                  Path.cwd() / "configs" / "providers" / f"{name}.yaml",
+                  PROJECT_ROOT / "configs" / "providers" / f"{name}.yaml"]
+    for c in candidates:
+        if c.is_file():
+            return c
+    known = sorted({p.stem for d in (near / "providers", PROJECT_ROOT / "configs" / "providers") if d.is_dir()
+                    for p in d.glob("*.yaml")})
+    raise ConfigError(f"provider.profile: no profile named {name!r}; known profiles: {', '.join(known) or 'none'}")
+
+
+def _expand_env(options: dict, where: str) -> dict:
+    """Replace ${VAR} in string values from the environment; refuse literal credentials."""
+    out: dict[str, Any] = {}
+    for k, v in options.items():
+        if isinstance(v, dict):
+            out[k] = _expand_env(v, f"{where}.{k}")
+            continue
+        if k.lower() in SECRET_OPTION_KEYS and isinstance(v, str) and not _ENV_REF.fullmatch(v.strip()):
+            raise ConfigError(f"{where}.{k}: credentials never go in config files; write \"${{ENV_VAR}}\" "
+                              "or leave it out and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
+        if isinstance(v, str):
+            def sub(m: re.Match) -> str:
+                if m.group(1) not in os.environ:
+                    raise ConfigError(f"{where}.{k}: environment variable {m.group(1)} is not set")
+                return os.environ[m.group(1)]
+            v = _ENV_REF.sub(sub, v)
+        out[k] = v
+    return out
+
+
+def load_config(path: str | Path, overrides: dict | None = None, check_credentials: bool = True) -> RunConfig:
+    """Read, merge and validate a run config; raise ConfigError naming the file and key path."""
+    path = Path(path)
+    raw = _read_yaml(path)
+    provider_raw = raw.get("provider")
+    profile_path = None
+    if isinstance(provider_raw, dict) and "profile" in provider_raw:
+        provider_raw = dict(provider_raw)
+        name = provider_raw.pop("profile")
+        profile_path = find_profile(str(name), path.parent)
+        merged = _read_yaml(profile_path)
+        merged.setdefault("name", str(name))
+        for k, v in provider_raw.items():
+            merged[k] = {**merged[k], **v} if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+        raw = {**raw, "provider": merged}
+    for key, value in (overrides or {}).items():
+        section, _, leaf = key.partition(".")
+        raw.setdefault(section, {})[leaf] = value
+
+    own_provider_keys = set(provider_raw) if isinstance(provider_raw, dict) else set()
+
+    def origin_of(loc: tuple) -> str:
+        if profile_path and loc and loc[0] == "provider" and (len(loc) < 2 or loc[1] not in own_provider_keys):
+            return f"{path} (provider profile {profile_path})"
+        return str(path)
+
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValidationError as e:
+        raise ConfigError(_describe(e, origin_of)) from None
+    src, out, prov = cfg.source, cfg.output, cfg.provider
+    cfg = cfg.model_copy(update={
+        "source": src.model_copy(update=_expand_env({"url": src.url, "storage_options": src.storage_options},
+                                                    f"{path}: source")),
+        "output": out.model_copy(update=_expand_env({"url": out.url, "storage_options": out.storage_options},
+                                                    f"{path}: output")),
+        "provider": prov.model_copy(update=_expand_env({"base_url": prov.base_url,
+                                                        "public_base_url": prov.public_base_url}, f"{path}: provider")),
+    })
+    if check_credentials:
+        check_provider_credentials(cfg.provider, str(path))
+    return cfg
+
+
+def check_provider_credentials(p: ProviderConfig, where: str = "config") -> None:
+    """Fail before any call when the credential the provider needs is missing."""
+    if p.embedded:
+        return
+    if p.api_key_env:
+        if not os.environ.get(p.api_key_env):
+            raise ConfigError(f"{where}: provider.api_key_env: environment variable {p.api_key_env} is not set "
+                              f"or empty; export it with the API key of provider {p.name!r}")
+    elif not p.token_command:
+        raise ConfigError(f"{where}: provider: no credential configured; set api_key_env (the name of an "
+                          "environment variable holding the key) or token_command (a command printing a token)")
+
+
+def parse_when(value: str | datetime | None, name: str = "--since") -> datetime | None:
+    """A date or ISO datetime (UTC unless it says otherwise)."""
+    if value is None or isinstance(value, datetime):
+        return _utc(value)
+    try:
+        return _utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
+    except ValueError:
+        raise ConfigError(f"{name} {value!r}: not a date; use YYYY-MM-DD or an ISO datetime") from None

@@ -1,0 +1,49 @@
+"""How a video reaches the provider: inline data URL, presigned URL, storage URI or public URL."""
+
+from __future__ import annotations
+
+import base64
+from urllib.parse import quote
+
+from fsspec import AbstractFileSystem
+from fsspec.implementations.local import LocalFileSystem
+
+from .config import ProviderConfig
+from .dialects import VideoRef
+from .discover import SourceObject
+from .errors import ConfigError, SourceError
+from .media import mime_for
+
+OBJECT_STORE_PROTOCOLS = {"s3", "s3a", "gs", "gcs"}
+
+
+def check_delivery(fs: AbstractFileSystem, provider: ProviderConfig) -> None:
+    """Refuse, before any call, a delivery mode the source storage cannot serve."""
+    protocols = set(fs.protocol if isinstance(fs.protocol, (tuple, list)) else [fs.protocol])
+    if provider.delivery == "presigned" and (isinstance(fs, LocalFileSystem) or not protocols & OBJECT_STORE_PROTOCOLS):
+        raise ConfigError(f"provider.delivery: presigned needs an object store source (s3://, gs://) that can sign "
+                          f"URLs; this source is {'/'.join(sorted(protocols))}. Use inline or public_url.")
+    if provider.delivery == "storage_uri" and not protocols & OBJECT_STORE_PROTOCOLS:
+        raise ConfigError(f"provider.delivery: storage_uri sends the object's s3:// or gs:// URI, but this source "
+                          f"is {'/'.join(sorted(protocols))}. Use inline or public_url.")
+
+
+def video_ref(fs: AbstractFileSystem, obj: SourceObject, provider: ProviderConfig) -> VideoRef:
+    """The reference for one object in the provider's delivery mode (reads the bytes only for inline)."""
+    name = obj.path.rsplit("/", 1)[-1]
+    mode = provider.delivery
+    try:
+        if mode == "inline":
+            data = fs.cat_file(obj.path)
+            url = f"data:{mime_for(provider.dialect, obj.ext)};base64,{base64.b64encode(data).decode('ascii')}"
+        elif mode == "presigned":
+            url = fs.sign(obj.path, expiration=provider.presign_expires_s)
+        elif mode == "storage_uri":
+            url = obj.uri
+        else:
+            url = f"{provider.public_base_url.rstrip('/')}/{quote(obj.rel)}"
+    except FileNotFoundError:
+        raise SourceError(f"{obj.uri}: vanished between listing and sending") from None
+    except OSError as e:
+        raise SourceError(f"{obj.uri}: could not be read for {mode} delivery: {type(e).__name__}: {e}") from None
+    return VideoRef(url=url, ext=obj.ext, file_name=name)

@@ -1,0 +1,105 @@
+"""One small exception tree; `error_type` in the ledger is the class's `kind`.
+
+    VidbatchError
+    ├── ConfigError                 bad config file, key, type or missing credential (before any call)
+    ├── SourceError                 listing or reading an object failed
+    ├── MediaError                  a video could not be probed or decoded
+    └── ProviderError               a call to the provider failed
+        ├── RetryableError          may succeed if sent again
+        │   ├── RateLimitedError    429; carries retry_after
+        │   ├── ServerError         5xx
+        │   ├── TransportError      timeout, refused or dropped connection
+        │   └── MalformedResponseError  a 200 whose body is not a chat completion
+        └── PermanentError          sending again cannot help
+            ├── BadRequestError     400, 404, 413, 422
+            └── AuthError           401, 403
+"""
+
+from __future__ import annotations
+
+import re
+
+
+class VidbatchError(Exception):
+    kind = "error"
+
+
+class ConfigError(VidbatchError):
+    kind = "config"
+
+
+class SourceError(VidbatchError):
+    kind = "source"
+
+
+class MediaError(VidbatchError):
+    kind = "media"
+
+
+class ProviderError(VidbatchError):
+    kind = "provider"
+
+    def __init__(self, message: str, http_status: int | None = None):
+        super().__init__(message)
+        self.http_status = http_status
+
+
+class RetryableError(ProviderError):
+    kind = "retryable"
+
+
+class RateLimitedError(RetryableError):
+    kind = "rate_limited"
+
+    def __init__(self, message: str, http_status: int | None = 429, retry_after: float | None = None):
+        super().__init__(message, http_status)
+        self.retry_after = retry_after
+
+
+class ServerError(RetryableError):
+    kind = "server"
+
+
+class TransportError(RetryableError):
+    kind = "transport"
+
+
+class MalformedResponseError(RetryableError):
+    kind = "malformed_response"
+
+
+class PermanentError(ProviderError):
+    kind = "permanent"
+
+
+class BadRequestError(PermanentError):
+    kind = "bad_request"
+
+
+class AuthError(PermanentError):
+    kind = "auth"
+
+
+def error_for_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
+    """Map an HTTP error status to its class in the tree."""
+    if status == 429:
+        return RateLimitedError(message, status, retry_after)
+    if status in (401, 403):
+        return AuthError(message, status)
+    if status >= 500 or status in (408, 425):
+        return ServerError(message, status)
+    return BadRequestError(message, status)
+
+
+_DATA_URL = re.compile(r"data:([\w/+.-]+);base64,[A-Za-z0-9+/=_-]{8,}")
+_SIGNED = re.compile(r"(?i)\b(x-amz-signature|x-amz-credential|x-amz-security-token|signature|x-goog-signature|"
+                     r"x-goog-credential|sig|token|access_token|api_key|key)=([^&\s\"'<>]+)")
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def redact(text: str, limit: int = 500) -> str:
+    """Strip base64 payloads, URL signatures and bearer tokens from a message, and shorten it."""
+    text = _DATA_URL.sub(r"data:\1;base64,<redacted>", text)
+    text = _SIGNED.sub(lambda m: f"{m.group(1)}=<redacted>", text)
+    text = _BEARER.sub("Bearer <redacted>", text)
+    return text if len(text) <= limit else text[: limit - 1] + "…"

@@ -1,0 +1,103 @@
+import textwrap
+
+import pytest
+
+from tasks.config import load_config, parse_when
+from tasks.errors import ConfigError
+
+BASE = """
+job: t
+source: {url: /data/videos, include: ["**/*.mp4"]}
+provider: {profile: localapi-openai}
+prompt: {user: Summarize.}
+output: {url: /tmp/ledger}
+"""
+
+
+def write(tmp_path, text, name="run.yaml"):
+    p = tmp_path / name
+    p.write_text(textwrap.dedent(text))
+    return p
+
+
+def test_profile_merge_and_defaults(tmp_path):
+    cfg = load_config(write(tmp_path, BASE))
+    assert cfg.provider.dialect == "openai" and cfg.provider.embedded and cfg.provider.name == "localapi-openai"
+    assert cfg.provider.limits.rpm == 600 and cfg.output.batch_size == 200
+    assert "mp4" in cfg.source.extensions and "3gp" in cfg.source.extensions
+
+
+def test_run_config_overrides_profile_keys_and_nested_limits(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace("{profile: localapi-openai}",
+                                                   "{profile: localapi-openai, limits: {concurrency: 3}}")))
+    assert cfg.provider.limits.concurrency == 3 and cfg.provider.limits.rpm == 600
+
+
+def test_unknown_key_names_file_path_and_allowed_keys(tmp_path):
+    p = write(tmp_path, BASE.replace("include:", "inclde:"))
+    with pytest.raises(ConfigError) as e:
+        load_config(p)
+    msg = str(e.value)
+    assert str(p) in msg and "source.inclde: unknown key" in msg and "include" in msg and "storage_options" in msg
+
+
+def test_wrong_type_and_bad_choice(tmp_path):
+    p = write(tmp_path, BASE.replace("{profile: localapi-openai}",
+                                     "{profile: localapi-openai, limits: {rpm: lots}, delivery: carrier-pigeon}"))
+    msg = str(pytest.raises(ConfigError, load_config, p).value)
+    assert "provider.limits.rpm" in msg and "'lots'" in msg
+    assert "provider.delivery" in msg and "'inline'" in msg and "'presigned'" in msg
+
+
+def test_profile_key_error_names_the_profile_file(tmp_path):
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "providers" / "mine.yaml").write_text("dialect: klingon\nbase_url: http://x\nmodel: m\n")
+    msg = str(pytest.raises(ConfigError, load_config, write(tmp_path, BASE.replace("localapi-openai", "mine"))).value)
+    assert "mine.yaml" in msg and "provider.dialect" in msg and "'openai', 'gdc' or 'trinity'" in msg
+
+
+def test_missing_credential_variable_fails_before_any_call(tmp_path, monkeypatch):
+    monkeypatch.delenv("LUNOS_API_KEY", raising=False)
+    p = write(tmp_path, BASE.replace("localapi-openai", "lunos"))
+    msg = str(pytest.raises(ConfigError, load_config, p).value)
+    assert "provider.api_key_env" in msg and "LUNOS_API_KEY" in msg
+    monkeypatch.setenv("LUNOS_API_KEY", "sk-test")
+    assert load_config(p).provider.api_key_env == "LUNOS_API_KEY"
+
+
+def test_gdc_needs_project_and_location(tmp_path, monkeypatch):
+    p = write(tmp_path, BASE.replace("{profile: localapi-openai}", "{profile: gdc, base_url: 'https://e:443'}"))
+    msg = str(pytest.raises(ConfigError, load_config, p).value)
+    assert "project and location" in msg
+
+
+def test_literal_secret_in_storage_options_refused_env_reference_expanded(tmp_path, monkeypatch):
+    p = write(tmp_path, BASE.replace("include:", "storage_options: {secret: hunter2}, include:"))
+    assert "credentials never go in config files" in str(pytest.raises(ConfigError, load_config, p).value)
+    monkeypatch.setenv("MY_SECRET", "s3cr3t")
+    p = write(tmp_path, BASE.replace("include:", "storage_options: {secret: '${MY_SECRET}'}, include:"))
+    assert load_config(p).source.storage_options == {"secret": "s3cr3t"}
+    monkeypatch.delenv("MY_SECRET")
+    assert "MY_SECRET is not set" in str(pytest.raises(ConfigError, load_config, p).value)
+
+
+def test_unknown_profile_lists_known_ones(tmp_path):
+    msg = str(pytest.raises(ConfigError, load_config, write(tmp_path, BASE.replace("localapi-openai", "nope"))).value)
+    assert "no profile named 'nope'" in msg and "localapi-gdc" in msg
+
+
+def test_not_yaml_and_not_a_mapping(tmp_path):
+    assert "not valid YAML" in str(pytest.raises(ConfigError, load_config, write(tmp_path, "a: [b")).value)
+    assert "must be a mapping" in str(pytest.raises(ConfigError, load_config, write(tmp_path, "- a\n")).value)
+    assert "file not found" in str(pytest.raises(ConfigError, load_config, tmp_path / "none.yaml").value)
+
+
+def test_parse_when():
+    assert parse_when("2026-11-21").isoformat() == "2026-11-21T00:00:00+00:00"
+    assert "not a date" in str(pytest.raises(ConfigError, parse_when, "yesterday").value)
+
+
+@pytest.mark.parametrize("name", ["demo.yaml", "nightly-gdc.yaml"])
+def test_shipped_configs_validate(name, monkeypatch):
+    from tasks.config import PROJECT_ROOT
+    load_config(PROJECT_ROOT / "configs" / name, check_credentials=False)
