@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from tasks.config import load_config, parse_when
@@ -72,6 +73,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # the temporary Prefect server a run starts stays on this machine: no telemetry heartbeat
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("DO_NOT_TRACK", "1")
     parser = argparse.ArgumentParser(prog="vidbatch", description="Batch video understanding: object storage -> "
                                      "chat/completions -> Parquet.")
     sub = parser.add_subparsers(dest="command", required=True)

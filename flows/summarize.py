@@ -7,7 +7,7 @@ import uuid
 from contextlib import nullcontext
 
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
@@ -42,10 +42,10 @@ def record_batch(rows: list[dict], cfg: RunConfig, run_id: str) -> list[str]:
     return write_rows(rows, cfg.output, run_id)
 
 
-def publish_summary(cfg: RunConfig, totals: RunTotals, dry_run: bool) -> None:
+async def publish_summary(cfg: RunConfig, totals: RunTotals, dry_run: bool) -> None:
     key = "summarize-" + re.sub(r"[^a-z0-9-]+", "-", cfg.job.lower()).strip("-")
-    create_table_artifact(table=[{"job": cfg.job, "dry_run": dry_run, **totals.as_dict()}], key=key,
-                          description=f"vidbatch summarize: {cfg.job} -> {cfg.output.url}")
+    await acreate_table_artifact(table=[{"job": cfg.job, "dry_run": dry_run, **totals.as_dict()}], key=key,
+                                 description=f"vidbatch summarize: {cfg.job} -> {cfg.output.url}")
 
 
 def dry_run_line(item) -> dict:
@@ -80,5 +80,5 @@ async def summarize(config: str, since: str | None = None, until: str | None = N
             log.info("batch recorded: %s", totals.line())
     totals.skipped_discover = dict(found.skipped)
     current_progress().close(totals)
-    publish_summary(cfg, totals, dry_run)
+    await publish_summary(cfg, totals, dry_run)
     return {"run_id": run_id, "output": cfg.output.url, **totals.as_dict(), "planned": planned}

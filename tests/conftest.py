@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 import urllib.request
 
 import pytest
 
 from tasks.samples import SampleSpec, sample_bytes
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers: offline
+os.environ.setdefault("DO_NOT_TRACK", "1")
 
 _SAMPLES: dict = {}
 
