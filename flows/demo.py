@@ -61,10 +61,11 @@ def run_demo(directory: str = "demo-output") -> int:
     for r in df.itertuples():
         name = r.source_uri.rsplit("/", 1)[-1]
         if r.status == "ok":
-            print(f"  ok     {name:<28} {r.video_duration_s:5.1f} s  tokens {r.prompt_tokens:>5} "
-                  f"(est. {r.estimated_prompt_tokens:>5}) + {r.completion_tokens:>3}  {r.output_text[:70]}…")
+            answer = r.output_text.removeprefix("[localapi offline provider] ")
+            print(f"  ok     {name:<26} {r.video_duration_s:4.1f} s  tokens {r.prompt_tokens:>5} "
+                  f"(est. {r.estimated_prompt_tokens:>5}) + {r.completion_tokens:>3}  {answer[:110]}")
         else:
-            print(f"  error  {name:<28} {r.error_type}: {r.error_message[:90]}")
+            print(f"  error  {name:<26} {r.error_type}: {r.error_message[-100:]}")
     ok = df[df.status == "ok"]
     expected = len(SAMPLES) == ok["source_uri"].nunique() == len(ok) and second["ok"] == 0
     broken_only = set(df[df.status == "error"]["source_uri"].str.rsplit("/", n=1).str[-1]) == {"broken.mp4"}

@@ -106,7 +106,8 @@ def read_ledger(output: OutputConfig) -> pd.DataFrame:
     data = dataset(output)
     if data is None or not data.files:
         return pd.DataFrame(columns=COLUMNS + ["date"])
-    return data.to_table().to_pandas()
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype()}
+    return data.to_table().to_pandas(types_mapper=nullable.get)
 
 
 def now_utc() -> datetime:

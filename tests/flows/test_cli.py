@@ -1,0 +1,110 @@
+"""The vidbatch command as a user runs it: a subprocess against the test Prefect server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+
+import httpx
+import pandas as pd
+import pytest
+import yaml
+
+from tests.conftest import video
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+
+
+def vidbatch(*args, cwd=None, timeout=240):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.run([sys.executable, "-m", "flows.cli", *map(str, args)], capture_output=True, text=True,
+                          env=env, cwd=cwd, timeout=timeout)
+
+
+@pytest.fixture
+def local_run(tmp_path):
+    """A local folder of videos and a config using the embedded localapi (base_url: localapi)."""
+    bucket = tmp_path / "bucket" / "cam01" / "2026" / "11" / "21"
+    bucket.mkdir(parents=True)
+    (bucket / "a.mp4").write_bytes(video("mp4", seconds=3))
+    (bucket / "b.webm").write_bytes(video("webm", seconds=2, audio=False))
+    cfg = {"job": "cli", "source": {"url": str(tmp_path / "bucket")}, "provider": {"profile": "localapi-gdc"},
+           "prompt": {"user": "Summarize."}, "output": {"url": str(tmp_path / "ledger")}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path, bucket
+
+
+def test_run_ok_then_rerun_sends_nothing(local_run, tmp_path):
+    config, _ = local_run
+    first = vidbatch("run", config)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "summary:" in first.stdout and "ok                       2" in first.stdout
+    assert "2/2 done (ok 2, error 0)" in first.stderr  # the progress line
+    df = pd.read_parquet(tmp_path / "ledger")
+    assert list(df.status) == ["ok", "ok"] and set(df.dialect) == {"gdc"}
+    second = vidbatch("run", config, "--quiet")
+    assert second.returncode == 0 and "skipped_already_done     2" in second.stdout
+    assert len(pd.read_parquet(tmp_path / "ledger")) == 2
+
+
+def test_exit_1_when_an_item_ends_in_error(local_run, tmp_path):
+    config, bucket = local_run
+    (bucket / "fake.mp4").write_text("not a video")
+    done = vidbatch("run", config)
+    assert done.returncode == 1
+    df = pd.read_parquet(tmp_path / "ledger")
+    bad = df[df.status == "error"].iloc[0]
+    assert bad.source_uri.endswith("fake.mp4") and bad.error_type == "media"
+
+
+def test_dry_run_prints_plan_and_total(local_run, tmp_path):
+    config, _ = local_run
+    done = vidbatch("run", config, "--dry-run")
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "dry run: nothing is sent" in done.stdout and "total estimated prompt tokens" in done.stdout
+    assert "a.mp4" in done.stdout and not (tmp_path / "ledger").exists()
+
+
+def test_config_errors_exit_2_naming_file_and_key(local_run, tmp_path):
+    config, _ = local_run
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(config.read_text().replace("job: cli", "job: cli\njobs: typo"))
+    done = vidbatch("run", bad)
+    assert done.returncode == 2 and str(bad) in done.stderr and "jobs: unknown key" in done.stderr
+    done = vidbatch("run", config, "--since", "last tuesday")
+    assert done.returncode == 2 and "--since 'last tuesday': not a date" in done.stderr
+
+
+def test_missing_source_exits_2(local_run, tmp_path):
+    config, _ = local_run
+    cfg = yaml.safe_load(config.read_text())
+    cfg["source"]["url"] = str(tmp_path / "nowhere")
+    config.write_text(yaml.safe_dump(cfg))
+    done = vidbatch("run", config)
+    assert done.returncode == 2 and "no such directory or bucket" in done.stderr
+
+
+def test_localapi_command_serves_offline_provider():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "flows.cli", "localapi", "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        for _ in range(100):
+            try:
+                models = httpx.get(f"http://127.0.0.1:{port}/v1/models").json()
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert any("video" in m["inputModalities"] for m in models["data"])
+    finally:
+        proc.terminate()
+        out = proc.communicate(timeout=10)[0]
+    assert "OFFLINE" in out
