@@ -65,7 +65,7 @@ def run_demo(directory: str = "demo-output") -> int:
             print(f"  ok     {name:<26} {r.video_duration_s:4.1f} s  tokens {r.prompt_tokens:>5} "
                   f"(est. {r.estimated_prompt_tokens:>5}) + {r.completion_tokens:>3}  {answer[:110]}")
         else:
-            print(f"  error  {name:<26} {r.error_type}: {r.error_message[-100:]}")
+            print(f"  error  {name:<26} {r.error_type}: {r.error_message.removeprefix(r.source_uri + ': ')}")
     ok = df[df.status == "ok"]
     expected = len(SAMPLES) == ok["source_uri"].nunique() == len(ok) and second["ok"] == 0
     broken_only = set(df[df.status == "error"]["source_uri"].str.rsplit("/", n=1).str[-1]) == {"broken.mp4"}

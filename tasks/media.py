@@ -75,7 +75,9 @@ def probe(fileobj, name: str) -> Probe:
                          fps=round(fps, 3))
     except MediaError:
         raise
-    except (av.error.FFmpegError, ValueError, OSError, EOFError, IndexError) as e:
+    except av.error.FFmpegError as e:
+        raise MediaError(f"{name}: not a decodable video: {e.strerror or type(e).__name__}") from None
+    except (ValueError, OSError, EOFError, IndexError) as e:
         raise MediaError(f"{name}: not a decodable video: {type(e).__name__}: {e}") from None
 
 

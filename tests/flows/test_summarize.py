@@ -256,3 +256,30 @@ def test_summary_artifact(s3, localapi, make_config):
     art = artifacts("summarize-test-run")[0]
     table = json.loads(art["data"])[0]
     assert (table["ok"], table["error"], table["job"]) == (3, 0, "test-run") and table["total_tokens"] > 0
+
+
+@pytest.mark.parametrize("dialect", ["openai", "trinity"])
+def test_public_url_delivery_from_a_local_folder(tmp_path, localapi, make_config, dialect):
+    """A plain-path source served over http: the URL is built from public_base_url and the quoted path."""
+    import functools
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    root = tmp_path / "site"
+    (root / "cam 1").mkdir(parents=True)
+    (root / "cam 1" / "clip#1+ü.mp4").write_bytes(VIDEOS["cam01/2026/11/21/lobby 08h00.mp4"])
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(root))
+    handler.log_message = lambda *a: None
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        config = make_config(localapi, dialect, "public_url",
+                             public_base_url=f"http://127.0.0.1:{server.server_address[1]}/")
+        text = config.read_text().replace("url: s3://videos/", f"url: {root}")
+        config.write_text(text)
+        result = run(config)
+    finally:
+        server.shutdown()
+    assert result["ok"] == 1, ledger(config).error_message.tolist()
+    part = localapi.stats()["last_requests"][-1]["parts"]
+    assert any(p.get("kind") == "url" for p in part)
