@@ -48,7 +48,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     set_progress(Progress(enabled=not args.quiet))
     try:
         result = asyncio.run(summarize(config=args.config, since=args.since, until=args.until, limit=args.limit,
-                                       dry_run=args.dry_run))
+                                       dry_run=args.dry_run, retry_failed=args.retry_failed,
+                                       all_errors=args.all_errors, force=args.force, incremental=args.since_last_run))
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
@@ -58,6 +59,21 @@ def cmd_run(args: argparse.Namespace) -> int:
               f"for {len(result['planned'])} videos")
     _print_summary(result)
     return 1 if result["error"] else 0
+
+
+def cmd_compact(args: argparse.Namespace) -> int:
+    from tasks.compact import compact
+    from tasks.config import OutputConfig
+
+    options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
+    try:
+        report = compact(OutputConfig(url=args.output, storage_options=options), args.partition, args.min_files)
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    for line in report.lines() or ["nothing to compact"]:
+        print(line)
+    return 0
 
 
 def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
@@ -85,7 +101,18 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--until", help="only objects modified before this date/time (UTC)")
     run.add_argument("--limit", type=int, help="send at most N videos")
     run.add_argument("--dry-run", action="store_true", help="list what would be sent and its token estimate")
+    run.add_argument("--since-last-run", action="store_true",
+                     help="only objects new or changed since the job's last successful run (its watermark)")
+    run.add_argument("--retry-failed", action="store_true", help="send again items whose last row is a retryable error")
+    run.add_argument("--all-errors", action="store_true", help="send again items whose last row is any error")
+    run.add_argument("--force", action="store_true", help="send everything again, finished or not")
     run.add_argument("--quiet", action="store_true", help="no progress line")
+    comp = sub.add_parser("compact", help="merge each date partition's small Parquet files into one, atomically")
+    comp.add_argument("output", help="the ledger URL or path (output.url of a config)")
+    comp.add_argument("--partition", action="append", help="only this partition (date=YYYY-MM-DD or the date)")
+    comp.add_argument("--min-files", type=int, default=2, help="compact partitions holding at least N files")
+    comp.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                      help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000")
     sub.add_parser("localapi", help="serve the OFFLINE localapi provider (options: vidbatch localapi --help)",
                    add_help=False)
     demo = sub.add_parser("demo", help="make sample videos, serve localapi, run summarize, show the ledger")
@@ -95,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_localapi(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"run": cmd_run, "demo": cmd_demo}[args.command](args)
+    return {"run": cmd_run, "demo": cmd_demo, "compact": cmd_compact}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from contextlib import nullcontext
@@ -12,11 +13,12 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from tasks.call import call_items
-from tasks.config import RunConfig, load_config, parse_when
+from tasks.config import RunConfig, load_config
 from tasks.delivery import check_delivery
 from tasks.discover import DiscoverStats, iter_objects, open_source
-from tasks.ledger import ok_keys, write_rows
-from tasks.plan import pending_batches, plan_items
+from tasks.ledger import (LedgerWriter, Watermark, finished_keys, latest_state, now_utc, recover_journal,
+                          write_watermark)
+from tasks.plan import pending_batches, plan_items, run_window
 from tasks.progress import RunTotals, current_progress
 from tasks.provider import open_provider
 
@@ -27,19 +29,15 @@ def plan_batch(fs, objs, cfg: RunConfig):
 
 
 @task(name="call-batch", cache_policy=NO_CACHE, persist_result=False)
-async def call_batch(items, client, fs, cfg: RunConfig, run_id: str, totals: RunTotals):
+async def call_batch(items, client, fs, cfg: RunConfig, run_id: str, totals: RunTotals, writer: LedgerWriter):
     progress = current_progress()
 
-    def on_row(row: dict) -> None:
+    async def record(row: dict) -> None:
+        await asyncio.to_thread(writer.add, row)  # journaled at once, in the ledger by the flush policy
         totals.add_row(row)
         progress.update(totals)
 
-    return await call_items(items, client, fs, cfg, run_id, on_row)
-
-
-@task(name="record-batch", cache_policy=NO_CACHE, persist_result=False)
-def record_batch(rows: list[dict], cfg: RunConfig, run_id: str) -> list[str]:
-    return write_rows(rows, cfg.output, run_id)
+    return await call_items(items, client, fs, cfg, run_id, record)
 
 
 async def publish_summary(cfg: RunConfig, totals: RunTotals, dry_run: bool) -> None:
@@ -58,16 +56,21 @@ def dry_run_line(item) -> dict:
 
 @flow(name="summarize", persist_result=False)
 async def summarize(config: str, since: str | None = None, until: str | None = None, limit: int | None = None,
-                    dry_run: bool = False) -> dict:
-    """Summarize every video under the config's source that the ledger has no ok row for."""
+                    dry_run: bool = False, retry_failed: bool = False, all_errors: bool = False, force: bool = False,
+                    incremental: bool = False) -> dict:
+    """Summarize every video under the config's source that the ledger has not finished."""
     log = get_run_logger()
     cfg = load_config(config)
-    run_id = str(flow_run.id or uuid.uuid4())
+    run_id, started = str(flow_run.id or uuid.uuid4()), now_utc()
     fs, root = open_source(cfg.source)
     check_delivery(fs, cfg.provider)
+    window = run_window(cfg, since, until, incremental and not (retry_failed or all_errors or force))
+    if not dry_run and (recovered := recover_journal(cfg.output, run_id)):
+        log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
+    done = finished_keys(latest_state(cfg.output), retry_failed, all_errors, force)
     totals, found, planned = RunTotals(), DiscoverStats(), []
-    objs = iter_objects(fs, root, cfg.source, parse_when(since), parse_when(until, "--until"), found)
-    done = ok_keys(cfg.output)
+    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found)
+    writer = LedgerWriter(cfg.output, run_id) if not dry_run else None
     async with (nullcontext() if dry_run else open_provider(cfg)) as client:
         for batch in pending_batches(objs, cfg, done, totals, limit):
             items = plan_batch(fs, batch, cfg)
@@ -76,9 +79,14 @@ async def summarize(config: str, since: str | None = None, until: str | None = N
                 planned += [dry_run_line(i) for i in items]
                 totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
                 continue
-            record_batch(await call_batch(items, client, fs, cfg, run_id, totals), cfg, run_id)
-            log.info("batch recorded: %s", totals.line())
+            await call_batch(items, client, fs, cfg, run_id, totals, writer)
+            log.info("batch done: %s", totals.line())
+    if writer:
+        writer.close()
+        if window.advances_watermark(limit) and not totals.not_attempted:
+            write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
     totals.skipped_discover = dict(found.skipped)
     current_progress().close(totals)
     await publish_summary(cfg, totals, dry_run)
-    return {"run_id": run_id, "output": cfg.output.url, **totals.as_dict(), "planned": planned}
+    return {"run_id": run_id, "output": cfg.output.url, "since": window.since and window.since.isoformat(),
+            **totals.as_dict(), "planned": planned}

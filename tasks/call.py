@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
-from typing import Callable
+from typing import Any, Callable
 
 from fsspec import AbstractFileSystem
 
@@ -65,8 +66,8 @@ def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: CallResult) 
 
 
 async def call_items(items: list[WorkItem], client: ProviderClient, fs: AbstractFileSystem, cfg: RunConfig,
-                     run_id: str, on_row: Callable[[dict], None] | None = None) -> list[dict]:
-    """Send a batch concurrently; only `concurrency + 2` payloads exist at any moment."""
+                     run_id: str, on_row: Callable[[dict], Any] | None = None) -> list[dict]:
+    """Send a batch concurrently; only `concurrency + 2` payloads exist at any moment; on_row may be async."""
     gate = asyncio.Semaphore(cfg.provider.limits.concurrency + 2)
     p = cfg.provider
 
@@ -86,7 +87,9 @@ async def call_items(items: list[WorkItem], client: ProviderClient, fs: Abstract
                     result = await client.send(body, item.estimated_prompt_tokens or 0, item.request_key)
                     row = result_row(item, cfg, run_id, result)
         if on_row:
-            on_row(row)
+            done = on_row(row)
+            if inspect.isawaitable(done):
+                await done
         return row
 
     return list(await asyncio.gather(*(one(i) for i in items)))

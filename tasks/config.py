@@ -52,6 +52,9 @@ class Limits(_Strict):
     rpm: PositiveInt | None = None
     tpm: PositiveInt | None = None
     concurrency: PositiveInt = 8
+    window: Literal["smooth", "sliding"] = "smooth"
+    margin_s: float = Field(default=0.25, ge=0, le=30)
+    ramp_s: float = Field(default=10.0, ge=0)
 
 
 class ProviderConfig(_Strict):
@@ -74,6 +77,11 @@ class ProviderConfig(_Strict):
     max_retry_time_s: float = Field(default=600, gt=0)
     backoff_initial_s: float = Field(default=1.0, ge=0)
     backoff_max_s: float = Field(default=60.0, ge=0)
+    retry_budget_ratio: float = Field(default=0.2, ge=0)
+    retry_budget_min: int = Field(default=50, ge=0)
+    breaker_failures: PositiveInt | None = 20
+    breaker_window_s: float = Field(default=60.0, ge=0)
+    quota_error_codes: list[str] = Field(default_factory=lambda: ["insufficient_quota"])
     frame_tokens: PositiveInt = 258
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
@@ -103,6 +111,10 @@ class OutputConfig(_Strict):
     url: str = Field(min_length=1)
     storage_options: dict[str, Any] = Field(default_factory=dict)
     batch_size: int = Field(default=200, ge=1, le=5000)
+    flush_rows: int = Field(default=100, ge=1)
+    flush_seconds: float = Field(default=30.0, gt=0)
+    journal: bool = True
+    watermark_overlap_s: float = Field(default=300.0, ge=0)
 
 
 class RunConfig(_Strict):
@@ -128,13 +140,14 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
-def _describe(exc: ValidationError, origin_of) -> str:
+def _describe(exc: ValidationError, origin_of, model: type[BaseModel] | None = None) -> str:
+    model = model or RunConfig
     lines = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         where = f"{origin_of(loc)}: {_locate(loc) or '(top level)'}"
         if err["type"] == "extra_forbidden":
-            allowed = ", ".join(_allowed_keys(RunConfig, loc))
+            allowed = ", ".join(_allowed_keys(model, loc))
             lines.append(f"{where}: unknown key; allowed keys here: {allowed}")
         elif err["type"] == "missing":
             lines.append(f"{where}: required key is missing")
@@ -257,3 +270,135 @@ def parse_when(value: str | datetime | None, name: str = "--since") -> datetime 
         return _utc(datetime.fromisoformat(value.strip().replace("Z", "+00:00")))
     except ValueError:
         raise ConfigError(f"{name} {value!r}: not a date; use YYYY-MM-DD or an ISO datetime") from None
+
+
+# -- video generation (`vidbatch generate`, the Luma-style API of seed 003) --------------------------------
+
+ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
+
+
+def aspect_ratio_text(value: Any) -> Any:
+    """An aspect ratio as text; YAML 1.1 reads an unquoted 16:9 as the base-60 integer 969, so turn it back."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return f"{value // 60}:{value % 60}"
+    return value.strip() if isinstance(value, str) else value
+
+
+def check_aspect_ratio(value: Any) -> str | None:
+    value = aspect_ratio_text(value)
+    if value is not None and value not in ASPECT_RATIOS:
+        raise ValueError(f"must be one of {', '.join(ASPECT_RATIOS)}")
+    return value
+
+
+class GenerationProviderConfig(_Strict):
+    name: str = "luma"
+    base_url: str = Field(min_length=1)
+    api_key_env: str | None = None
+    token_command: str | None = None
+    token_ttl_s: float = Field(default=3000, gt=0)
+    limits: Limits = Field(default_factory=Limits)
+    timeout_s: float = Field(default=60, gt=0)
+    connect_timeout_s: float = Field(default=10, gt=0)
+    max_attempts: PositiveInt = 6
+    max_retry_time_s: float = Field(default=600, gt=0)
+    backoff_initial_s: float = Field(default=1.0, ge=0)
+    backoff_max_s: float = Field(default=60.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "GenerationProviderConfig":
+        if self.api_key_env and self.token_command:
+            raise ValueError("set either api_key_env or token_command, not both")
+        return self
+
+    @property
+    def embedded(self) -> bool:
+        """True when the run starts its own offline localapi."""
+        return self.base_url == LOCALAPI
+
+    def client_config(self) -> ProviderConfig:
+        """These settings as the ProviderConfig that Credentials, Limiter and retry_policy take.
+
+        Its dialect and model are unused: generation calls ProviderClient.request, never send.
+        """
+        shared = self.model_dump(include={"name", "base_url", "api_key_env", "token_command", "token_ttl_s",
+                                          "limits", "timeout_s", "connect_timeout_s", "max_attempts",
+                                          "max_retry_time_s", "backoff_initial_s", "backoff_max_s"})
+        return ProviderConfig(dialect="openai", model="luma-generations", **shared)
+
+
+class PromptDefaults(_Strict):
+    expand_prompt: bool | None = None
+    loop: bool | None = None
+    aspect_ratio: str | None = None
+    notify_hook: str | None = None
+
+    _ratio = field_validator("aspect_ratio", mode="before")(check_aspect_ratio)
+
+
+class PromptListConfig(_Strict):
+    url: str = Field(min_length=1)
+    format: Literal["csv", "parquet", "yaml"] | None = None
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    defaults: PromptDefaults = Field(default_factory=PromptDefaults)
+
+
+class ImagesConfig(_Strict):
+    delivery: Literal["presigned", "inline"] = "presigned"
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    presign_expires_s: PositiveInt = 3600
+    max_inline_bytes: PositiveInt = 10 * 2**20
+
+
+class PollConfig(_Strict):
+    interval_s: float = Field(default=5.0, gt=0)
+    backoff: float = Field(default=1.5, ge=1)
+    max_interval_s: float = Field(default=60.0, gt=0)
+    deadline_s: float = Field(default=3600.0, gt=0)
+
+
+class GenerateOutputConfig(_Strict):
+    url: str = Field(min_length=1)
+    storage_options: dict[str, Any] = Field(default_factory=dict)
+    batch_size: int = Field(default=100, ge=1, le=5000)
+    flush_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def videos_url(self) -> str:
+        return self.url.rstrip("/") + "/videos"
+
+    @property
+    def table_url(self) -> str:
+        return self.url.rstrip("/") + "/generations"
+
+
+class GenerateConfig(_Strict):
+    job: str = Field(default="generations", pattern=r"^[A-Za-z0-9_.-]+$")
+    prompts: PromptListConfig
+    images: ImagesConfig = Field(default_factory=ImagesConfig)
+    provider: GenerationProviderConfig
+    poll: PollConfig = Field(default_factory=PollConfig)
+    output: GenerateOutputConfig
+    summarize: str | None = None
+
+
+def load_generate_config(path: str | Path, check_credentials: bool = True) -> GenerateConfig:
+    """Read and validate a generation config; raise ConfigError naming the file and key path."""
+    path = Path(path)
+    try:
+        cfg = GenerateConfig.model_validate(_read_yaml(path))
+    except ValidationError as e:
+        raise ConfigError(_describe(e, lambda loc: str(path), GenerateConfig)) from None
+    pr, im, out = cfg.prompts, cfg.images, cfg.output
+    cfg = cfg.model_copy(update={
+        "prompts": pr.model_copy(update=_expand_env({"url": pr.url, "storage_options": pr.storage_options},
+                                                    f"{path}: prompts")),
+        "images": im.model_copy(update=_expand_env({"storage_options": im.storage_options}, f"{path}: images")),
+        "output": out.model_copy(update=_expand_env({"url": out.url, "storage_options": out.storage_options},
+                                                    f"{path}: output")),
+        "provider": cfg.provider.model_copy(update=_expand_env({"base_url": cfg.provider.base_url},
+                                                               f"{path}: provider")),
+    })
+    if check_credentials:
+        check_provider_credentials(cfg.provider.client_config(), str(path))
+    return cfg

@@ -119,8 +119,8 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  stats: DiscoverStats | None = None) -> Iterator[SourceObject]:
     """Yield the selected video objects under root, directory by directory, in sorted order."""
     stats = stats if stats is not None else DiscoverStats()
-    since, until = since or source.since, until or source.until
     exts = set(source.extensions)
+    fs.invalidate_cache()  # fsspec instances are cached per process: a nightly worker must see tonight's objects
     try:
         if not fs.exists(root):
             local = isinstance(fs, LocalFileSystem)

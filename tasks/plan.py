@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Iterable
 
 from fsspec import AbstractFileSystem
 
-from .config import RunConfig
+from .config import RunConfig, parse_when
 from .discover import SourceObject
 from .errors import MediaError, SourceError, VidbatchError
+from .ledger import watermark_since
 from .media import Probe, mime_for, probe, text_tokens, video_tokens
 
 
@@ -88,3 +90,25 @@ def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, done: set[str]
             batch = []
     if batch:
         yield batch
+
+
+@dataclass(frozen=True)
+class RunWindow:
+    """The modified-time window a run lists, and whether finishing it moves the job's watermark."""
+
+    since: datetime | None
+    until: datetime | None
+    covers_all_since_watermark: bool
+
+    def advances_watermark(self, limit: int | None) -> bool:
+        return self.covers_all_since_watermark and self.until is None and limit is None
+
+
+def run_window(cfg: RunConfig, since: str | None, until: str | None, incremental: bool) -> RunWindow:
+    """--since/--until win; an incremental run starts at the job's watermark (less the overlap)."""
+    since_at = parse_when(since) or cfg.source.since
+    until_at = parse_when(until, "--until") or cfg.source.until
+    if since_at is None and incremental:
+        since_at = watermark_since(cfg.output, cfg.job)
+        return RunWindow(since_at, until_at, True)
+    return RunWindow(since_at, until_at, since_at is None)

@@ -13,6 +13,7 @@ class RunTotals:
 
     ok: int = 0
     error: int = 0
+    not_attempted: int = 0
     skipped_done: int = 0
     skipped_discover: dict[str, int] = field(default_factory=dict)
     prompt_tokens: int = 0
@@ -27,6 +28,7 @@ class RunTotals:
             self.ok += 1
         else:
             self.error += 1
+            self.not_attempted += row.get("error_type") == "not_attempted"
         for k in ("prompt_tokens", "completion_tokens", "total_tokens", "estimated_prompt_tokens"):
             setattr(self, k, getattr(self, k) + int(row.get(k) or 0))
 

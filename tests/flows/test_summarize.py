@@ -241,7 +241,7 @@ def test_no_secret_signature_or_payload_at_rest(s3, localapi, make_config, tmp_p
     # every log record of this process but the S3 server's own access log (moto's werkzeug, as a real
     # object store would, logs the presigned GETs it serves)
     ours = "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("werkzeug"))
-    assert "ok" in arts and "batch recorded" in logs
+    assert "ok" in arts and "batch done" in logs
     for needle in forbidden:
         for where, blob in (("parquet", text), ("logs", logs), ("artifacts", arts), ("parameters", params),
                             ("captured logs", ours)):

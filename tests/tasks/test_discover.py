@@ -19,10 +19,10 @@ OBJECTS = {
 }
 
 
-def listing(url, stats=None, **kw):
+def listing(url, stats=None, since=None, until=None, **kw):
     src = SourceConfig(url=url, **kw)
     fs, root = open_source(src)
-    return [o.rel for o in iter_objects(fs, root, src, stats=stats)]
+    return [o.rel for o in iter_objects(fs, root, src, since, until, stats=stats)]
 
 
 def test_globs():

@@ -1,5 +1,6 @@
 import json
 import os
+from pathlib import Path
 from datetime import datetime, timedelta, timezone
 
 import pandas as pd
@@ -63,3 +64,95 @@ def test_s3_ledger(s3):
     files = write_rows([row("a"), row("b", "error")], out, "r1")
     assert files[0].startswith("s3://out/ledger/date=2026-11-21/part-r1-")
     assert ok_keys(out) == {"a"} and len(read_ledger(out)) == 2
+
+
+def test_finished_keys_by_latest_row():
+    state = {"ok": ("ok", None), "s": ("error", "server"), "t": ("error", "transport"), "b": ("error", "bad_request"),
+             "m": ("error", "media"), "n": ("error", "not_attempted")}
+    from tasks.ledger import finished_keys
+    assert finished_keys(state) == {"ok", "s", "t", "b", "m"}          # not_attempted is always picked up
+    assert finished_keys(state, retry_failed=True) == {"ok", "b", "m"}  # retryable errors go again
+    assert finished_keys(state, all_errors=True) == {"ok"}
+    assert finished_keys(state, force=True) == set()
+
+
+def test_latest_row_is_the_state(tmp_path):
+    from tasks.ledger import latest_state
+    out = OutputConfig(url=str(tmp_path / "l"))
+    write_rows([row("a", "error", error_type="server")], out, "r1")
+    write_rows([row("a", "ok", day=1), row("b", "ok")], out, "r2")
+    write_rows([row("b", "error", day=2, error_type="bad_request")], out, "r3")
+    assert latest_state(out) == {"a": ("ok", None), "b": ("error", "bad_request")}
+    assert ok_keys(out) == {"a"}
+
+
+class Clock:
+    def __init__(self):
+        self.t = 0.0
+
+    def __call__(self):
+        return self.t
+
+
+def test_writer_flushes_every_n_rows_or_t_seconds_and_journals_each_row(tmp_path):
+    from tasks.ledger import LedgerWriter
+    out = OutputConfig(url=str(tmp_path / "l"), flush_rows=3, flush_seconds=10)
+    clock = Clock()
+    w = LedgerWriter(out, "run1", clock=clock)
+    w.add(row("a"))
+    w.add(row("b"))
+    assert read_ledger(out).empty and len(list((tmp_path / "l" / "_journal" / "run1").glob("*.jrnl"))) == 2
+    w.add(row("c"))                                   # the third row flushes
+    assert len(read_ledger(out)) == 3 and not list((tmp_path / "l" / "_journal" / "run1").glob("*.jrnl"))
+    w.add(row("d"))
+    clock.t = 11
+    w.add(row("e"))                                   # 11 s since the last flush
+    assert len(read_ledger(out)) == 5 and len(w.files) == 2
+    w.close()
+    assert not (tmp_path / "l" / "_journal" / "run1").exists()
+
+
+def _dead_run_journal(out, run_id, rows, pid=2 ** 22 + 12345):
+    """A journal as a killed run leaves it: a lease naming a process of this host that no longer exists."""
+    import socket
+
+    from tasks.ledger import LedgerWriter
+    w = LedgerWriter(out, run_id)
+    for r in rows:
+        w.add(r)
+    lease = {"host": socket.gethostname(), "pid": pid, "updated_at": "2026-11-22T00:00:00+00:00"}
+    (Path(w.journal_dir) / "lease.json").write_text(json.dumps(lease))
+    return w
+
+
+def test_recovery_moves_a_dead_runs_journal_into_the_ledger_once(tmp_path):
+    from tasks.ledger import recover_journal
+    out = OutputConfig(url=str(tmp_path / "l"), flush_rows=100)
+    w = _dead_run_journal(out, "dead", [row("a", run_id="dead"), row("b", run_id="dead")])
+    write_rows([row("a", run_id="dead")], out, "dead")      # a flush that landed before the kill
+    (tmp_path / "l" / "_journal" / "dead" / "cut.jrnl").write_bytes(b"PAR1 torn")  # torn by the kill
+    assert recover_journal(out, "next") == 1                  # b; a was already in the ledger
+    df = read_ledger(out)
+    assert sorted(df.request_key) == ["a", "b"] and not (tmp_path / "l" / "_journal" / "dead").exists()
+    assert recover_journal(out, "again") == 0
+
+
+def test_live_runs_journal_is_left_alone(tmp_path):
+    from tasks.ledger import LedgerWriter, recover_journal
+    out = OutputConfig(url=str(tmp_path / "l"), flush_rows=100)
+    live = LedgerWriter(out, "live")                          # this process: alive
+    live.add(row("a", run_id="live"))
+    assert recover_journal(out, "other") == 0 and read_ledger(out).empty
+    live.close()
+    assert list(read_ledger(out).request_key) == ["a"]
+
+
+def test_watermark_round_trip(tmp_path):
+    from tasks.ledger import Watermark, read_watermark, watermark_since, write_watermark
+    out = OutputConfig(url=str(tmp_path / "l"), watermark_overlap_s=60)
+    assert read_watermark(out, "nightly") is None and watermark_since(out, "nightly") is None
+    t = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+    write_watermark(out, Watermark("nightly", t, "r1"))
+    assert read_watermark(out, "nightly") == Watermark("nightly", t, "r1")
+    assert watermark_since(out, "nightly") == t - timedelta(seconds=60)
+    assert read_ledger(out).empty  # state files are not ledger rows
