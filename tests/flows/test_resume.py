@@ -65,6 +65,7 @@ def test_watermark_catches_up_a_missed_night_and_reuploads(s3, localapi, make_co
     cfg["output"]["watermark_overlap_s"] = 1           # S3 mtimes have 1 s resolution; real jobs keep 300 s
     config.write_text(yaml.safe_dump(cfg))
     seed_bucket(fs, "videos", {"day1/a.mp4": CLIP, "day1/b.mp4": CLIP})
+    time.sleep(1.2)                                         # day 1's uploads lie wholly before night 1's overlap
     night1 = run(config, incremental=True)
     assert night1["ok"] == 2 and night1["since"] is None   # no watermark yet: everything
     mark1 = read_watermark(load_config(config).output, "test-run")
