@@ -16,9 +16,11 @@ from tasks.call import call_items
 from tasks.config import RunConfig, load_config
 from tasks.delivery import check_delivery
 from tasks.discover import DiscoverStats, iter_objects, open_source
-from tasks.ledger import (LedgerWriter, Watermark, finished_keys, latest_state, now_utc, recover_journal,
-                          write_watermark)
-from tasks.plan import pending_batches, plan_items, run_window
+from tasks.body import ByteBudget
+from tasks.ledger import (LedgerWriter, Watermark, finished_keys, finished_sources, latest_state, now_utc,
+                          recover_journal, write_watermark)
+from tasks.plan import pending_batches, plan_items, run_window, unfinished
+from tasks.prepare import Scratch, scratch_prefix
 from tasks.progress import RunTotals, current_progress
 from tasks.provider import open_provider
 
@@ -29,7 +31,8 @@ def plan_batch(fs, objs, cfg: RunConfig):
 
 
 @task(name="call-batch", cache_policy=NO_CACHE, persist_result=False)
-async def call_batch(items, client, fs, cfg: RunConfig, run_id: str, totals: RunTotals, writer: LedgerWriter):
+async def call_batch(items, client, fs, cfg: RunConfig, run_id: str, totals: RunTotals, writer: LedgerWriter,
+                     budget: ByteBudget, scratch: Scratch, check=None):
     progress = current_progress()
 
     async def record(row: dict) -> None:
@@ -37,7 +40,7 @@ async def call_batch(items, client, fs, cfg: RunConfig, run_id: str, totals: Run
         totals.add_row(row)
         progress.update(totals)
 
-    return await call_items(items, client, fs, cfg, run_id, record)
+    return await call_items(items, client, fs, cfg, run_id, record, budget, scratch, check)
 
 
 async def publish_summary(cfg: RunConfig, totals: RunTotals, dry_run: bool) -> None:
@@ -48,9 +51,10 @@ async def publish_summary(cfg: RunConfig, totals: RunTotals, dry_run: bool) -> N
 
 def dry_run_line(item) -> dict:
     pr = item.probe
-    return {"source_uri": item.obj.uri, "duration_s": pr.duration_s if pr else None,
-            "has_audio": pr.has_audio if pr else None, "mime": item.mime,
-            "estimated_prompt_tokens": item.estimated_prompt_tokens,
+    return {"source_uri": item.obj.uri, "duration_s": item.duration_s, "has_audio": pr.has_audio if pr else None,
+            "mime": item.mime, "estimated_prompt_tokens": item.estimated_prompt_tokens,
+            "segment": f"{item.segment_index + 1}/{item.segment_count} at {item.segment_start_s:.1f} s"
+            if item.segment_count > 1 else "", "ops": ",".join(item.ops),
             "error": str(item.error) if item.error else None}
 
 
@@ -67,20 +71,34 @@ async def summarize(config: str, since: str | None = None, until: str | None = N
     window = run_window(cfg, since, until, incremental and not (retry_failed or all_errors or force))
     if not dry_run and (recovered := recover_journal(cfg.output, run_id)):
         log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
-    done = finished_keys(latest_state(cfg.output), retry_failed, all_errors, force)
+    state = latest_state(cfg.output)
+    done = finished_keys(state, retry_failed, all_errors, force)
     totals, found, planned = RunTotals(), DiscoverStats(), []
-    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found)
+    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
     writer = LedgerWriter(cfg.output, run_id) if not dry_run else None
+    budget, scratch = ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
     async with (nullcontext() if dry_run else open_provider(cfg)) as client:
-        for batch in pending_batches(objs, cfg, done, totals, limit):
-            items = plan_batch(fs, batch, cfg)
-            totals.planned += len(items)
-            if dry_run:
-                planned += [dry_run_line(i) for i in items]
-                totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
-                continue
-            await call_batch(items, client, fs, cfg, run_id, totals, writer)
-            log.info("batch done: %s", totals.line())
+        sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
+        try:                                # last one is still sent, so the pace never stops at a boundary
+            for batch in pending_batches(objs, cfg, finished_sources(state, done), totals, limit):
+                items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+                totals.planned += len(items)
+                if dry_run:
+                    planned += [dry_run_line(i) for i in items]
+                    totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
+                    continue
+                sending.append(asyncio.ensure_future(call_batch(items, client, fs, cfg, run_id, totals, writer,
+                                                                budget, scratch)))
+                if len(sending) > 1:
+                    await sending.pop(0)
+                    log.info("batch done: %s", totals.line())
+            while sending:
+                await sending.pop(0)
+                log.info("batch done: %s", totals.line())
+        finally:
+            for unfinished_batch in sending:
+                unfinished_batch.cancel()
+    scratch.close()
     if writer:
         writer.close()
         if window.advances_watermark(limit) and not totals.not_attempted:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import base64
+import os
 from urllib.parse import quote
 
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from .body import CHUNK, InlineData, placeholder
 from .config import ProviderConfig
 from .dialects import VideoRef
 from .discover import SourceObject
@@ -29,14 +30,15 @@ def check_delivery(fs: AbstractFileSystem, provider: ProviderConfig) -> None:
 
 
 def video_ref(fs: AbstractFileSystem, obj: SourceObject, provider: ProviderConfig) -> VideoRef:
-    """The reference for one object in the provider's delivery mode (reads the bytes only for inline)."""
+    """The reference for one object in the provider's delivery mode (inline data is read only while sending)."""
     name = obj.path.rsplit("/", 1)[-1]
     mode = provider.delivery
     try:
         if mode == "inline":
-            data = fs.cat_file(obj.path)
-            url = f"data:{mime_for(provider.dialect, obj.ext)};base64,{base64.b64encode(data).decode('ascii')}"
-        elif mode == "presigned":
+            data = InlineData(lambda: fs.open(obj.path, "rb", block_size=CHUNK), obj.size,
+                              mime_for(provider.dialect, obj.ext), obj.uri)
+            return VideoRef(url=placeholder(), ext=obj.ext, file_name=name, inline=data)
+        if mode == "presigned":
             url = fs.sign(obj.path, expiration=provider.presign_expires_s)
         elif mode == "storage_uri":
             url = obj.uri
@@ -47,3 +49,9 @@ def video_ref(fs: AbstractFileSystem, obj: SourceObject, provider: ProviderConfi
     except OSError as e:
         raise SourceError(f"{obj.uri}: could not be read for {mode} delivery: {type(e).__name__}: {e}") from None
     return VideoRef(url=url, ext=obj.ext, file_name=name)
+
+
+def local_ref(path: str, ext: str, name: str, provider: ProviderConfig) -> VideoRef:
+    """Inline delivery of a prepared local file (a cut, transcoded or shrunk copy)."""
+    data = InlineData(lambda: open(path, "rb"), os.path.getsize(path), mime_for(provider.dialect, ext), name)
+    return VideoRef(url=placeholder(), ext=ext, file_name=name, inline=data)

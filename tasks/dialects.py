@@ -5,17 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from .body import InlineData
 from .errors import MalformedResponseError
 from .media import GDC_FORMAT
 
 
 @dataclass(frozen=True)
 class VideoRef:
-    """A video as the request carries it: a data URL, an https URL or a storage URI."""
+    """A video as the request carries it: an https URL, a storage URI, or inline data (url is then its placeholder)."""
 
     url: str
     ext: str
     file_name: str
+    inline: InlineData | None = None
 
 
 def _text(text: str) -> dict:
@@ -29,7 +31,7 @@ def openai_part(v: VideoRef) -> dict:
 
 def gdc_part(v: VideoRef) -> dict:
     """GDC part (seeds 001/004): input_video for inline data, video_url for a bucket object."""
-    if v.url.startswith("data:"):
+    if v.inline is not None or v.url.startswith("data:"):
         return {"type": "input_video", "input_video": {"data": v.url, "format": GDC_FORMAT.get(v.ext, v.ext)}}
     return {"type": "video_url", "video_url": {"url": v.url}}
 

@@ -116,8 +116,11 @@ def open_source(source: SourceConfig) -> tuple[AbstractFileSystem, str]:
 
 def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  since: datetime | None = None, until: datetime | None = None,
-                 stats: DiscoverStats | None = None) -> Iterator[SourceObject]:
-    """Yield the selected video objects under root, directory by directory, in sorted order."""
+                 stats: DiscoverStats | None = None, skip_prefix: str | None = None) -> Iterator[SourceObject]:
+    """Yield the selected video objects under root, directory by directory, in sorted order.
+
+    `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source.
+    """
     stats = stats if stats is not None else DiscoverStats()
     exts = set(source.extensions)
     fs.invalidate_cache()  # fsspec instances are cached per process: a nightly worker must see tonight's objects
@@ -148,7 +151,8 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                 stats.listed += 1
                 obj = SourceObject(uri=fs.unstrip_protocol(path), path=path, rel=rel, size=int(info.get("size") or 0),
                                    etag=_etag(info), mtime=_mtime(info))
-                reason = _skip_reason(obj, source, exts, since, until)
+                reason = "filtered" if skip_prefix and obj.uri.startswith(skip_prefix) else \
+                    _skip_reason(obj, source, exts, since, until)
                 if reason:
                     stats.skipped[reason] += 1
                     continue

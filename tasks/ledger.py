@@ -45,9 +45,18 @@ SCHEMA = pa.schema([
     ("response_id", pa.string()),
     ("prompt_tokens", pa.int64()), ("completion_tokens", pa.int64()), ("total_tokens", pa.int64()),
     ("estimated_prompt_tokens", pa.int64()), ("attempts", pa.int32()), ("latency_ms", pa.int64()),
+    # added after v1
+    ("source_key", pa.string()),       # request_key of the whole object: every segment row of a video shares it
+    ("segment_count", pa.int32()),     # how many segments the object was cut into
+    ("media_ops", pa.string()),        # what was done to the video before sending: cut:copy, transcode, shrink:480p ...
+    ("request_id", pa.string()),       # the HTTP request a row's video went in; packed rows share it
+    ("pack_size", pa.int32()), ("pack_index", pa.int32()),  # usage is on pack_index 0 only: sums stay true
+    ("repairs", pa.int32()),           # repair requests sent after an answer failed its check (JSON schema)
+    ("stage", pa.string()),            # null: a request about videos; "reduce": a text-only whole-video call
 ])
 COLUMNS = SCHEMA.names
 PARTITIONING = ds.partitioning(pa.schema([("date", pa.string())]), flavor="hive")
+DATASET_SCHEMA = SCHEMA.append(pa.field("date", pa.string()))  # older files lack newer columns: read as null
 ROW_IDENTITY = ("request_key", "run_id", "created_at")  # one finished attempt at one key
 JOURNAL, STATE, LEASE = "_journal", "_state", "lease.json"  # beside the partitions: readers skip _ and . names
 RETRYABLE_ERRORS = {"retryable", "rate_limited", "server", "transport", "malformed_response"}
@@ -114,7 +123,7 @@ def dataset(output: OutputConfig) -> ds.Dataset | None:
     if not fs.exists(root):
         return None
     try:
-        data = ds.dataset(root, filesystem=fs, format="parquet", partitioning=PARTITIONING)
+        data = ds.dataset(root, filesystem=fs, format="parquet", partitioning=PARTITIONING, schema=DATASET_SCHEMA)
     except (FileNotFoundError, pa.ArrowInvalid):
         return None
     return data if data.files else None
@@ -156,36 +165,55 @@ def read_ledger(output: OutputConfig) -> pd.DataFrame:
     return table.to_pandas(types_mapper=nullable.get)
 
 
-def latest_state(output: OutputConfig) -> dict[str, tuple[str, str | None]]:
-    """request_key -> (status, error_type) of its latest row."""
-    table = read_table(output, ["request_key", "created_at", "status", "error_type"])
+@dataclass(frozen=True)
+class KeyState:
+    """The latest row of a request_key."""
+
+    status: str
+    error_type: str | None
+    source_key: str
+    segment_count: int
+
+
+def latest_state(output: OutputConfig) -> dict[str, KeyState]:
+    """request_key -> the state its latest row records."""
+    table = read_table(output, ["request_key", "created_at", "status", "error_type", "source_key", "segment_count"])
     if table is None:
         return {}
-    order = pc.sort_indices(table, [("created_at", "ascending")])
-    t = table.take(order)
-    return {k: (s, e) for k, s, e in zip(t["request_key"].to_pylist(), t["status"].to_pylist(),
-                                          t["error_type"].to_pylist())}
+    t = table.take(pc.sort_indices(table, [("created_at", "ascending")]))
+    return {k: KeyState(s, e, src or k, n or 1) for k, s, e, src, n in zip(
+        *(t[c].to_pylist() for c in ("request_key", "status", "error_type", "source_key", "segment_count")))}
 
 
 def ok_keys(output: OutputConfig) -> set[str]:
     """request_keys whose latest row is ok."""
-    return {k for k, (status, _) in latest_state(output).items() if status == "ok"}
+    return {k for k, st in latest_state(output).items() if st.status == "ok"}
 
 
-def finished_keys(state: dict[str, tuple[str, str | None]], retry_failed: bool = False, all_errors: bool = False,
+def finished_keys(state: dict[str, KeyState], retry_failed: bool = False, all_errors: bool = False,
                   force: bool = False) -> set[str]:
     """Keys a run skips: ok ones, and errors unless asked to retry them (retryable ones, or all)."""
     if force:
         return set()
     done = set()
-    for key, (status, error_type) in state.items():
-        if status == "ok":
+    for key, st in state.items():
+        if st.status == "ok":
             done.add(key)
-        elif error_type in ALWAYS_RETRIED or all_errors:
+        elif st.error_type in ALWAYS_RETRIED or all_errors:
             continue
-        elif not (retry_failed and error_type in RETRYABLE_ERRORS):
+        elif not (retry_failed and st.error_type in RETRYABLE_ERRORS):
             done.add(key)
     return done
+
+
+def finished_sources(state: dict[str, KeyState], finished: set[str]) -> set[str]:
+    """source_keys all of whose segments are finished: such objects need not even be probed again."""
+    count: dict[str, int] = {}
+    need: dict[str, int] = {}
+    for key, st in state.items():
+        need[st.source_key] = max(need.get(st.source_key, 0), st.segment_count)
+        count[st.source_key] = count.get(st.source_key, 0) + (key in finished)
+    return {src for src, n in need.items() if count[src] >= n}
 
 
 class LedgerWriter:

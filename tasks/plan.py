@@ -1,10 +1,10 @@
-"""Plan: probe each listed video, key it deterministically, estimate its prompt tokens."""
+"""Plan: probe each listed video, fit it to the provider's limits, key it deterministically, estimate its tokens."""
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Iterable
 
@@ -12,14 +12,16 @@ from fsspec import AbstractFileSystem
 
 from .config import RunConfig, parse_when
 from .discover import SourceObject
-from .errors import MediaError, SourceError, VidbatchError
+from .errors import LimitError, MediaError, SourceError, VidbatchError
 from .ledger import watermark_since
 from .media import Probe, mime_for, probe, text_tokens, video_tokens
+
+SEGMENT_MARGIN_S = 0.5  # container and decoded durations differ by a frame or two: cut a little under the limit
 
 
 @dataclass(frozen=True)
 class WorkItem:
-    """One request to make (or an error to record): a source, its probe, its key and estimate."""
+    """One video or segment to send (or an error to record): its source, probe, key, window and estimate."""
 
     obj: SourceObject
     request_key: str
@@ -30,6 +32,14 @@ class WorkItem:
     segment_start_s: float = 0.0
     segment_end_s: float | None = None
     error: VidbatchError | None = None
+    source_key: str = ""
+    segment_count: int = 1
+    ext: str = ""                   # the container sent (mp4 after a transcode)
+    ops: tuple[str, ...] = ()       # what prepare must do first: "cut", "transcode", "shrink"
+
+    @property
+    def duration_s(self) -> float | None:
+        return None if self.segment_end_s is None else self.segment_end_s - self.segment_start_s
 
 
 def request_key(obj: SourceObject, cfg: RunConfig, segment: tuple[int, float, float | None] = (0, 0.0, None)) -> str:
@@ -43,24 +53,69 @@ def request_key(obj: SourceObject, cfg: RunConfig, segment: tuple[int, float, fl
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def estimate_tokens(pr: Probe, cfg: RunConfig) -> int:
-    """Prompt tokens by the seeds' Gemini rules plus the prompt text."""
-    return video_tokens(pr, cfg.provider.frame_tokens) + text_tokens(cfg.prompt.system, cfg.prompt.user)
+def estimate_tokens(pr: Probe, cfg: RunConfig, seconds: float | None = None, with_text: bool = True) -> int:
+    """Prompt tokens by the seeds' Gemini rules (for `seconds` of the video) plus the prompt text."""
+    if seconds is not None:
+        pr = replace(pr, duration_s=seconds)
+    text = text_tokens(cfg.prompt.system, cfg.prompt.user) if with_text else 0
+    return video_tokens(pr, cfg.provider.frame_tokens) + text
 
 
-def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> WorkItem:
-    """Probe one object; a file that cannot be read or decoded becomes an item carrying its error."""
+def _error_item(obj: SourceObject, cfg: RunConfig, key: str, err: VidbatchError) -> list[WorkItem]:
+    return [WorkItem(obj, key, mime_for(cfg.provider.dialect, obj.ext), error=err, source_key=key, ext=obj.ext)]
+
+
+def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> list[WorkItem]:
+    """Probe one object and fit it to the provider's limits: segments, a transcode, or an error naming the limit."""
     key = request_key(obj, cfg)
-    mime = mime_for(cfg.provider.dialect, obj.ext)
+    limits, dialect = cfg.provider.media, cfg.provider.dialect
     try:
         with fs.open(obj.path, "rb", block_size=2 ** 20) as f:
             pr = probe(f, obj.uri)
     except MediaError as e:
-        return WorkItem(obj, key, mime, error=e)
+        return _error_item(obj, cfg, key, e)
     except (FileNotFoundError, PermissionError, OSError) as e:
-        return WorkItem(obj, key, mime, error=SourceError(f"{obj.uri}: could not be read: {type(e).__name__}: {e}"))
-    return WorkItem(obj, key, mime, probe=pr, estimated_prompt_tokens=estimate_tokens(pr, cfg),
-                    segment_end_s=pr.duration_s)
+        return _error_item(obj, cfg, key, SourceError(f"{obj.uri}: could not be read: {type(e).__name__}: {e}"))
+    ops: list[str] = []
+    ext = obj.ext
+    mime = mime_for(dialect, ext)
+    if limits.mime_types and mime not in limits.mime_types:
+        if not cfg.media.transcode:
+            return _error_item(obj, cfg, key, LimitError(
+                f"{obj.uri}: {mime} is not accepted by provider {cfg.provider.name!r} (accepted: "
+                f"{', '.join(limits.mime_types)}); set media.transcode: true to send it as mp4"))
+        ops.append("transcode")
+        ext, mime = "mp4", mime_for(dialect, "mp4")
+    max_s = limits.max_seconds(pr.has_audio)
+    windows = [(0.0, pr.duration_s)]
+    if max_s is not None and pr.duration_s > max_s - SEGMENT_MARGIN_S:
+        from .segment import keyframe_times, plan_segments
+
+        try:
+            keyframes = None
+            if cfg.media.cut_mode != "reencode":
+                with fs.open(obj.path, "rb", block_size=2 ** 20) as f:
+                    keyframes = keyframe_times(f)
+            windows = plan_segments(pr.duration_s, max_s, cfg.media.segment_target_s, cfg.media.segment_overlap_s,
+                                    keyframes, margin_s=SEGMENT_MARGIN_S)
+        except MediaError as e:
+            return _error_item(obj, cfg, key, e)
+        ops.append("cut")
+    if limits.max_bytes_per_video and obj.size > limits.max_bytes_per_video and len(windows) == 1:
+        if not cfg.media.shrink:
+            return _error_item(obj, cfg, key, LimitError(
+                f"{obj.uri}: {obj.size:,} bytes is over provider {cfg.provider.name!r}'s limit of "
+                f"{limits.max_bytes_per_video:,} bytes per video; set media.shrink: true to re-encode it smaller"))
+        ops.append("shrink")
+    items = []
+    for i, (start, end) in enumerate(windows):
+        segment = (i, round(start, 3), round(end, 3)) if len(windows) > 1 else (0, 0.0, None)
+        items.append(WorkItem(
+            obj, request_key(obj, cfg, segment) if len(windows) > 1 else key, mime, probe=pr,
+            estimated_prompt_tokens=estimate_tokens(pr, cfg, end - start), segment_index=i,
+            segment_start_s=round(start, 3), segment_end_s=round(end, 3), source_key=key,
+            segment_count=len(windows), ext=ext, ops=tuple(ops)))
+    return items
 
 
 def plan_items(fs: AbstractFileSystem, objs: Iterable[SourceObject], cfg: RunConfig, workers: int = 4) -> list[WorkItem]:
@@ -69,12 +124,19 @@ def plan_items(fs: AbstractFileSystem, objs: Iterable[SourceObject], cfg: RunCon
 
     objs = list(objs)
     with ThreadPoolExecutor(max_workers=max(1, min(workers, len(objs)))) as pool:
-        return list(pool.map(lambda o: plan_item(fs, o, cfg), objs))
+        return [item for items in pool.map(lambda o: plan_item(fs, o, cfg), objs) for item in items]
+
+
+def unfinished(items: list[WorkItem], done: set[str], totals) -> list[WorkItem]:
+    """Drop the segments a previous run finished (their video was only partly done)."""
+    todo = [i for i in items if i.request_key not in done]
+    totals.skipped_done += len(items) - len(todo)
+    return todo
 
 
 def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, done: set[str], totals,
                     limit: int | None = None) -> Iterable[list[SourceObject]]:
-    """Batches of objects whose request_key is not done yet, at most `limit` objects in all."""
+    """Batches of objects not finished yet (by their whole-object key), at most `limit` objects in all."""
     batch: list[SourceObject] = []
     taken = 0
     for obj in objs:
@@ -85,7 +147,7 @@ def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, done: set[str]
             break
         batch.append(obj)
         taken += 1
-        if len(batch) >= cfg.output.batch_size:
+        if len(batch) >= max(cfg.output.batch_size, cfg.media.pack.max_videos):  # packs form within a batch
             yield batch
             batch = []
     if batch:

@@ -42,7 +42,7 @@ def test_retry_failed_and_all_errors(s3, localapi, make_config):
     assert (every["ok"], every["error"]) == (0, 1)
     cfg = load_config(config)
     state = latest_state(cfg.output)
-    assert sorted(s for s, _ in state.values()) == ["error", "ok", "ok", "ok"]
+    assert sorted(st.status for st in state.values()) == ["error", "ok", "ok", "ok"]
     df = read_ledger(cfg.output)
     assert len(df) == 6 and (df.groupby("request_key").status.apply(lambda s: (s == "ok").sum()) <= 1).all()
 

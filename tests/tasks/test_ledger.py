@@ -21,6 +21,8 @@ def row(key, status="ok", day=0, **kw):
 
 def test_v1_columns_in_order():
     assert COLUMNS[:4] == ["run_id", "job", "created_at", "request_key"]
+    assert COLUMNS[COLUMNS.index("latency_ms") + 1:] == ["source_key", "segment_count", "media_ops", "request_id",
+                                                          "pack_size", "pack_index"]  # added after v1, at the end
     for c in ["source_etag", "segment_start_s", "estimated_prompt_tokens", "latency_ms", "http_status", "output_json"]:
         assert c in COLUMNS
     assert str(SCHEMA.field("created_at").type) == "timestamp[us, tz=UTC]"
@@ -67,9 +69,10 @@ def test_s3_ledger(s3):
 
 
 def test_finished_keys_by_latest_row():
-    state = {"ok": ("ok", None), "s": ("error", "server"), "t": ("error", "transport"), "b": ("error", "bad_request"),
-             "m": ("error", "media"), "n": ("error", "not_attempted")}
-    from tasks.ledger import finished_keys
+    from tasks.ledger import KeyState, finished_keys
+    state = {k: KeyState(s, e, k, 1) for k, (s, e) in {
+        "ok": ("ok", None), "s": ("error", "server"), "t": ("error", "transport"), "b": ("error", "bad_request"),
+        "m": ("error", "media"), "n": ("error", "not_attempted")}.items()}
     assert finished_keys(state) == {"ok", "s", "t", "b", "m"}          # not_attempted is always picked up
     assert finished_keys(state, retry_failed=True) == {"ok", "b", "m"}  # retryable errors go again
     assert finished_keys(state, all_errors=True) == {"ok"}
@@ -82,7 +85,8 @@ def test_latest_row_is_the_state(tmp_path):
     write_rows([row("a", "error", error_type="server")], out, "r1")
     write_rows([row("a", "ok", day=1), row("b", "ok")], out, "r2")
     write_rows([row("b", "error", day=2, error_type="bad_request")], out, "r3")
-    assert latest_state(out) == {"a": ("ok", None), "b": ("error", "bad_request")}
+    assert {k: (v.status, v.error_type) for k, v in latest_state(out).items()} == {
+        "a": ("ok", None), "b": ("error", "bad_request")}
     assert ok_keys(out) == {"a"}
 
 
@@ -156,3 +160,28 @@ def test_watermark_round_trip(tmp_path):
     assert read_watermark(out, "nightly") == Watermark("nightly", t, "r1")
     assert watermark_since(out, "nightly") == t - timedelta(seconds=60)
     assert read_ledger(out).empty  # state files are not ledger rows
+
+
+def test_sources_finished_only_when_every_segment_is(tmp_path):
+    from tasks.ledger import finished_keys, finished_sources, latest_state
+    out = OutputConfig(url=str(tmp_path / "l"))
+    write_rows([row("v1s0", source_key="v1", segment_count=2), row("v1s1", "error", error_type="server",
+                source_key="v1", segment_count=2), row("v2", source_key="v2", segment_count=1), row("old")], out, "r")
+    state = latest_state(out)
+    assert finished_sources(state, finished_keys(state)) == {"v1", "v2", "old"}
+    assert finished_sources(state, finished_keys(state, retry_failed=True)) == {"v2", "old"}
+
+
+def test_files_written_before_new_columns_read_as_null(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    part = tmp_path / "l" / "date=2026-11-21"
+    part.mkdir(parents=True)
+    old = to_table([row("a")]).drop_columns(["source_key", "segment_count", "media_ops", "request_id", "pack_size",
+                                             "pack_index"])
+    pq.write_table(old, part / "part-old.parquet")
+    out = OutputConfig(url=str(tmp_path / "l"))
+    write_rows([row("b", source_key="b", segment_count=1)], out, "new")
+    df = read_ledger(out)
+    counts = df.set_index("request_key").segment_count
+    assert sorted(df.request_key) == ["a", "b"] and pd.isna(counts["a"]) and counts["b"] == 1
