@@ -1,4 +1,4 @@
-"""The `vidbatch` command: run a config, serve the offline localapi, or run the demo."""
+"""The `vidbatch` command: run or index a config, report an index, serve the offline localapi, or run the demo."""
 
 from __future__ import annotations
 
@@ -32,8 +32,9 @@ def _print_plan(planned: list[dict], out=sys.stdout) -> None:
             print(f"  ERROR  {p['source_uri']}: {p['error']}", file=out)
         else:
             audio = "audio" if p["has_audio"] else "no audio"
+            extra = " ".join(x for x in (p["segment"] and f"segment {p['segment']}", p["ops"]) if x)
             print(f"  {p['estimated_prompt_tokens']:>8,} tok  {p['duration_s']:>8.1f} s  {audio:<8}  {p['mime']:<12} "
-                  f"{p['source_uri']}", file=out)
+                  f"{p['source_uri']}{'  (' + extra + ')' if extra else ''}", file=out)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -82,6 +83,31 @@ def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
     return main(rest)
 
 
+def cmd_generate(args: argparse.Namespace) -> int:
+    from flows.generate import cli
+
+    return cli(args)
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from flows.index import cli
+
+    return cli(args)
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from tasks.report import write_report
+
+    options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
+    try:
+        path = write_report(args.output, options, args.out)
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    print(f"report: {path}")
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from flows.demo import run_demo
 
@@ -96,23 +122,40 @@ def main(argv: list[str] | None = None) -> int:
                                      "chat/completions -> Parquet.")
     sub = parser.add_subparsers(dest="command", required=True)
     run = sub.add_parser("run", help="run the summarize flow over a config's source")
-    run.add_argument("config", help="run config (YAML)")
-    run.add_argument("--since", help="only objects modified at or after this date/time (UTC)")
-    run.add_argument("--until", help="only objects modified before this date/time (UTC)")
-    run.add_argument("--limit", type=int, help="send at most N videos")
-    run.add_argument("--dry-run", action="store_true", help="list what would be sent and its token estimate")
-    run.add_argument("--since-last-run", action="store_true",
-                     help="only objects new or changed since the job's last successful run (its watermark)")
-    run.add_argument("--retry-failed", action="store_true", help="send again items whose last row is a retryable error")
-    run.add_argument("--all-errors", action="store_true", help="send again items whose last row is any error")
-    run.add_argument("--force", action="store_true", help="send everything again, finished or not")
-    run.add_argument("--quiet", action="store_true", help="no progress line")
+    idx = sub.add_parser("index", help="index a config's videos: chapters or events with absolute times, in Parquet")
+    for p in (run, idx):  # the same flags
+        p.add_argument("config", help="run config (YAML)")
+        p.add_argument("--since", help="only objects modified at or after this date/time (UTC)")
+        p.add_argument("--until", help="only objects modified before this date/time (UTC)")
+        p.add_argument("--limit", type=int, help="send at most N videos")
+        p.add_argument("--dry-run", action="store_true", help="list what would be sent and its token estimate")
+        p.add_argument("--since-last-run", action="store_true",
+                       help="only objects new or changed since the job's last successful run (its watermark)")
+        p.add_argument("--retry-failed", action="store_true",
+                       help="send again items whose last row is a retryable error")
+        p.add_argument("--all-errors", action="store_true", help="send again items whose last row is any error")
+        p.add_argument("--force", action="store_true", help="send everything again, finished or not")
+        p.add_argument("--quiet", action="store_true", help="no progress line")
+    rep = sub.add_parser("report", help="write a self-contained HTML page of an index: timelines, thumbnails, tokens")
+    rep.add_argument("output", help="the index output (output.url of an index config: holds ledger/ and index/)")
+    rep.add_argument("--out", help="where the page goes (default OUTPUT/report.html)")
+    rep.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
+                     help="fsspec storage option for OUTPUT and the sources, e.g. endpoint_url=http://127.0.0.1:9000")
     comp = sub.add_parser("compact", help="merge each date partition's small Parquet files into one, atomically")
     comp.add_argument("output", help="the ledger URL or path (output.url of a config)")
     comp.add_argument("--partition", action="append", help="only this partition (date=YYYY-MM-DD or the date)")
     comp.add_argument("--min-files", type=int, default=2, help="compact partitions holding at least N files")
     comp.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                       help="fsspec storage option, e.g. endpoint_url=http://127.0.0.1:9000")
+    gen = sub.add_parser("generate", help="generate videos from a prompt list (Luma-style API), tracked in Parquet")
+    gen.add_argument("config", help="generation config (YAML)")
+    gen.add_argument("--retry-failed", action="store_true", help="submit again prompts whose task failed")
+    gen.add_argument("--deadline", type=float, metavar="SECONDS",
+                     help="stop polling after this long; the next run polls the unfinished tasks")
+    gen.add_argument("--limit", type=int, help="submit at most N new prompts")
+    gen.add_argument("--summarize", metavar="CONFIG", help="run this summarize config over the clips once all finished")
+    gen.add_argument("--dry-run", action="store_true", help="validate the prompt list and show the plan")
+    gen.add_argument("--quiet", action="store_true", help="no progress line")
     sub.add_parser("localapi", help="serve the OFFLINE localapi provider (options: vidbatch localapi --help)",
                    add_help=False)
     demo = sub.add_parser("demo", help="make sample videos, serve localapi, run summarize, show the ledger")
@@ -122,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_localapi(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"run": cmd_run, "demo": cmd_demo, "compact": cmd_compact}[args.command](args)
+    return {"run": cmd_run, "demo": cmd_demo, "compact": cmd_compact, "generate": cmd_generate, "index": cmd_index,
+            "report": cmd_report}[args.command](args)
 
 
 if __name__ == "__main__":

@@ -5,9 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 
 # Script entries and fault kinds (a fault is any script entry but "ok").
-SCRIPT_KINDS = ("ok", "429", "500", "502", "502html", "503", "504", "drop", "stall", "malformed", "400", "401")
+SCRIPT_KINDS = ("ok", "429", "500", "502", "502html", "503", "504", "drop", "stall", "malformed", "400", "401",
+                "badjson")  # badjson: a structured answer that breaks its JSON schema (valid JSON, wrong shape)
 FAULT_KINDS = SCRIPT_KINDS[1:]
 RETRY_AFTER_FORMATS = ("seconds", "http-date")
+RETRY_AFTER_PLACES = ("header", "body", "both")  # Retry-After header, google.rpc.RetryInfo in the body, or both
 
 # model id -> input modalities, as GET /v1/models lists them
 MODELS: dict[str, tuple[str, ...]] = {
@@ -22,7 +24,7 @@ MODELS: dict[str, tuple[str, ...]] = {
 UPDATABLE = frozenset(
     {"rpm", "tpm", "concurrency", "latency", "faults", "script", "seed", "frame_tokens", "stall_s",
      "retry_after_format", "retry_after_s", "max_file_bytes", "gdc_max_seconds_audio",
-     "gdc_max_seconds_silent", "gdc_max_videos"}
+     "gdc_max_seconds_silent", "gdc_max_videos", "retry_after_in", "ratelimit_headers", "daily_quota"}
 )
 
 
@@ -48,6 +50,9 @@ class LocalAPIConfig:
     gdc_max_seconds_audio: float = 100.0
     gdc_max_seconds_silent: float = 120.0
     gdc_max_videos: int = 10
+    retry_after_in: str = "header"
+    ratelimit_headers: bool = True  # x-ratelimit-limit/-remaining/-reset-requests (and -tokens) when limits are set
+    daily_quota: int | None = None  # accepted requests before every chat request answers 429 insufficient_quota
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "concurrency"):
@@ -67,6 +72,12 @@ class LocalAPIConfig:
         if sum(self.faults.values()) > 1 + 1e-9:
             raise ValueError(f"fault probabilities add up to {sum(self.faults.values()):g}; keep the sum <= 1")
         self.script = [check_script_entry(e) for e in self.script]
+        if self.retry_after_in not in RETRY_AFTER_PLACES:
+            raise ValueError(f"retry_after_in must be one of {RETRY_AFTER_PLACES}, got {self.retry_after_in!r}")
+        if not isinstance(self.ratelimit_headers, bool):
+            raise ValueError(f"ratelimit_headers must be true or false, got {self.ratelimit_headers!r}")
+        if self.daily_quota is not None and (not _is_int(self.daily_quota) or self.daily_quota < 0):
+            raise ValueError(f"daily_quota must be a non-negative integer or None (no quota), got {self.daily_quota!r}")
         if self.retry_after_format not in RETRY_AFTER_FORMATS:
             raise ValueError(f"retry_after_format must be one of {RETRY_AFTER_FORMATS}, got {self.retry_after_format!r}")
         if not _is_int(self.seed):

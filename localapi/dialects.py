@@ -32,13 +32,16 @@ class ApiError(Exception):
     """An error answer: its HTTP status, OpenAI-style error body and extra headers."""
 
     def __init__(self, status: int, message: str, *, code: str, param: str | None = None,
-                 type: str = "invalid_request_error", headers: dict | None = None):
+                 type: str = "invalid_request_error", headers: dict | None = None, details: list | None = None):
         super().__init__(message)
         self.status, self.message, self.code, self.param, self.type = status, message, code, param, type
-        self.headers = headers or {}
+        self.headers, self.details = headers or {}, details
 
     def body(self) -> dict:
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        if self.details:
+            error["details"] = self.details  # google.rpc-style details, e.g. RetryInfo
+        return {"error": error}
 
 
 def invalid(message: str, param: str | None, code: str) -> ApiError:
@@ -68,8 +71,11 @@ class Parsed:
     text_tokens: int
 
 
-def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict) -> Parsed:
-    """Validate a request body; raises ApiError. `summary` collects the stats view as parsing goes."""
+def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict, text_only: bool = False) -> Parsed:
+    """Validate a request body; raises ApiError. `summary` collects the stats view as parsing goes.
+
+    `text_only` accepts a request without videos (localapi answers those only when they ask for structured output).
+    """
     if not isinstance(body, dict):
         raise invalid("the request body must be a JSON object", None, "invalid_body")
     key, wrong = ("model_id", "model") if dialect == "gdc" else ("model", "model_id")
@@ -129,10 +135,10 @@ def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict) -> Par
             entry.update(ref.summary)
             ref.summary, ref.index, ref.position = entry, len(videos) + 1, (i, j)
             videos.append(ref)
-    if not videos:
+    if not videos and not text_only:
         raise invalid(f"the request holds no video; add a part of type {' or '.join(video_parts)}", "messages",
                       "no_video")
-    if "video" not in MODELS[model]:
+    if videos and "video" not in MODELS[model]:
         raise invalid(f"model {_show(model)} lacks 'video' in inputModalities ({', '.join(MODELS[model])}); "
                       f"choose a model whose inputModalities include video", key, "model_lacks_video")
     if dialect == "gdc":

@@ -11,12 +11,29 @@ import numpy as np
 
 # Mean absolute RGB difference (0-255) between consecutive 32x24 thumbnails that marks a cut.
 SCENE_THRESHOLD = 30.0
+MOTION_THRESHOLD = 1.0  # a mean difference above this within a scene: something moves
+BRIGHT = 200  # all three channels above this: a bright object (the samples' moving white box)
 TIMESTAMP_TOKENS = 7
 AUDIO_TOKENS = 32
 
 
 class MediaError(Exception):
     """A video PyAV cannot decode; the message is PyAV's reason, never the data."""
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One scene: its span (seconds from the stream's start), median colour, motion, and its bright object."""
+
+    start: float
+    end: float
+    rgb: tuple[int, int, int]
+    motion: float  # mean absolute change between consecutive frames within the scene (0-255)
+    bright_at: tuple[float, float] | None  # (x, y) in [0, 1] of the bright pixels in the scene's first frame
+
+    @property
+    def moving(self) -> bool:
+        return self.motion > MOTION_THRESHOLD
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,7 @@ class VideoFacts:
     audio_codec: str | None
     seconds: int  # distinct whole seconds holding a decoded frame: the frames Gemini samples at 1 fps
     scene_changes: list[float] = field(default_factory=list)
+    scenes: list[Scene] = field(default_factory=list)
 
     @property
     def has_audio(self) -> bool:
@@ -64,6 +82,7 @@ def analyse(data: bytes) -> VideoFacts:
             start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
             times: list[float] = []
             changes: list[float] = []
+            pieces: list[tuple[float, list, list, tuple | None]] = []  # per scene: start, colours, changes, bright
             prev = None
             last_len = 0.0
             for frame in container.decode(stream):
@@ -73,8 +92,14 @@ def analyse(data: bytes) -> VideoFacts:
                     start = frame.time
                 t = max(0.0, frame.time - start)
                 thumb = frame.to_ndarray(format="rgb24", width=32, height=24).astype(np.int16)
-                if prev is not None and float(np.abs(thumb - prev).mean()) > SCENE_THRESHOLD:
-                    changes.append(round(t, 1))
+                diff = float(np.abs(thumb - prev).mean()) if prev is not None else 0.0
+                if prev is None or diff > SCENE_THRESHOLD:
+                    if prev is not None:
+                        changes.append(round(t, 1))
+                    pieces.append((round(t, 1) if prev is not None else 0.0, [], [], _bright(thumb)))
+                else:
+                    pieces[-1][2].append(diff)
+                pieces[-1][1].append(np.median(thumb.reshape(-1, 3), axis=0))
                 prev = thumb
                 times.append(t)
                 last_len = float(frame.duration * frame.time_base) if frame.duration and frame.time_base else 0.0
@@ -87,15 +112,29 @@ def analyse(data: bytes) -> VideoFacts:
         raise MediaError("no video frame could be decoded")
     if not last_len:
         last_len = times[-1] - times[-2] if len(times) > 1 else (1 / float(stream.average_rate or 1))
+    duration = round(times[-1] + last_len, 3)
+    ends = [p[0] for p in pieces[1:]] + [duration]
+    scenes = [Scene(start, end, tuple(int(c) for c in np.median(colours, axis=0)),
+                    round(float(np.mean(moves)), 2) if moves else 0.0, bright)
+              for (start, colours, moves, bright), end in zip(pieces, ends)]
     return VideoFacts(
-        duration=round(times[-1] + last_len, 3),
+        duration=duration,
         width=width,
         height=height,
         video_codec=codec,
         audio_codec=audio,
         seconds=max(1, len({int(t) for t in times})),
         scene_changes=changes,
+        scenes=scenes,
     )
+
+
+def _bright(thumb: np.ndarray) -> tuple[float, float] | None:
+    """Where the bright pixels of a thumbnail are, as (x, y) in [0, 1], or None."""
+    ys, xs = np.nonzero((thumb > BRIGHT).all(axis=2))
+    if not len(xs):
+        return None
+    return round(float(xs.mean() + 0.5) / thumb.shape[1], 3), round(float(ys.mean() + 0.5) / thumb.shape[0], 3)
 
 
 def ceil_tokens(text: str) -> int:

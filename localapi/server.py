@@ -24,10 +24,13 @@ from urllib.parse import urlsplit
 
 from localapi.config import MODELS, LocalAPIConfig, check_script_entry
 from localapi.dialects import ApiError, analyse_videos, invalid, parse_request
+from localapi.luma import LumaService
+from localapi import structured
 from localapi.media import ceil_tokens
 
 BANNER = "[localapi offline provider]"
 WINDOW_S = 60.0
+RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 LAST_REQUESTS = 50
 ROUTES = (
     (re.compile(r"/v1/chat/completions"), "openai"),
@@ -77,6 +80,7 @@ class LocalAPI:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
+        self.luma = LumaService(self)  # the Luma-style generation endpoints (seed 003)
         self._clear()
 
     @property
@@ -115,16 +119,19 @@ class LocalAPI:
         with self._lock:
             self.config.script.clear()
         self._clear()
+        self.luma.reset()
 
     def _clear(self) -> None:
         with self._lock:
             self._window: deque[tuple[float, int]] = deque()  # (time, prompt tokens) of accepted requests
+            self._quota_used = 0
             self._rng, self._rng_seed = random.Random(self.config.seed), self.config.seed
             self._next_id = 1
             self._last: deque[dict] = deque(maxlen=LAST_REQUESTS)
             self._stats = {
                 "requests": 0, "by_status": Counter(), "by_dialect": Counter(), "ok": 0, "in_flight": self._in_flight,
                 "in_flight_max": self._in_flight, "dropped": 0, "faults": Counter(), "keys": Counter(), "timeline": [],
+                "admitted": [],  # [time, prompt tokens] of each request counted in the rate-limit window
             }
 
     def stats(self) -> dict:
@@ -144,6 +151,8 @@ class LocalAPI:
     # -- requests ---------------------------------------------------------------------------------
 
     def _respond(self, method: str, path: str, headers, body: bytes) -> Reply:
+        if self.luma.handles(path):
+            return self.luma.respond(method, path, headers, body)
         if method == "GET":
             if path in ("/v1/models", "/trinity/v1/models"):
                 return Reply.json(200, {"object": "list", "data": [
@@ -186,24 +195,30 @@ class LocalAPI:
             self._stats["in_flight_max"] = max(self._stats["in_flight_max"], arrived_with)
             self._stats["requests"] += 1
             self._stats["by_dialect"][dialect] += 1
-        tokens, ok, fault = 0, False, "ok"
+        tokens, ok, fault, limit_headers = 0, False, "ok", {}
         try:
             cfg = self.config
             self._authorize(headers, cfg)
+            if cfg.daily_quota is not None and self._quota_used >= cfg.daily_quota:
+                raise ApiError(429, f"You exceeded your current quota of {cfg.daily_quota} requests per day "
+                               "(localapi daily_quota).", type="insufficient_quota", code="insufficient_quota")
             if cfg.concurrency is not None and arrived_with > cfg.concurrency:
                 raise self._rate_limited(cfg.retry_after_s, f"{cfg.concurrency} concurrent requests", cfg)
             with self._lock:
-                wait = self._wait(time.time(), None, cfg)
+                now = time.time()
+                wait = self._wait(now, None, cfg)
+                limit_headers = self._limit_headers(now, cfg) if wait > 0 else {}
             if wait > 0:
-                raise self._rate_limited(wait, f"{cfg.rpm} requests per minute", cfg)
+                raise self._rate_limited(wait, f"{cfg.rpm} requests per minute", cfg, limit_headers)
             try:
                 request = json.loads(body)
             except ValueError as exc:
                 raise invalid(f"the body is not valid JSON: {exc}", None, "invalid_json") from None
-            parsed = parse_request(dialect, request, cfg, summary)
+            wanted = structured.requested(request, summary)  # a JSON schema to fill, or None
+            parsed = parse_request(dialect, request, cfg, summary, text_only=wanted is not None)
             facts = analyse_videos(parsed, dialect, cfg)
             prompt = parsed.text_tokens + sum(f.tokens(cfg.frame_tokens) for f in facts)
-            self._admit(prompt, cfg)
+            limit_headers = self._admit(prompt, cfg)
             tokens = prompt
             fault = self._next_fault(cfg)
             self._stopping.wait(random.uniform(*cfg.latency))
@@ -211,7 +226,8 @@ class LocalAPI:
             if reply is None:
                 if fault == "stall":
                     self._stopping.wait(cfg.stall_s)
-                text = f"{BANNER} " + " ".join(f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts))
+                text = structured.answer(wanted, request, facts, fault == "badjson") if wanted else \
+                    f"{BANNER} " + " ".join(f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts))
                 reply = Reply.json(200, self._completion(parsed.model, text, prompt))
                 if fault == "malformed":
                     reply.body = reply.body[: len(reply.body) // 2]
@@ -225,6 +241,8 @@ class LocalAPI:
         finally:
             with self._lock:
                 self._in_flight -= 1
+        for name, value in limit_headers.items():
+            reply.headers.setdefault(name, value)
         self._record(summary, reply, tokens, ok, fault, headers.get("X-Request-Key"))
         return reply
 
@@ -256,8 +274,9 @@ class LocalAPI:
                 wait = max(wait, stamp + WINDOW_S - now)
         return wait
 
-    def _admit(self, tokens: int, cfg: LocalAPIConfig) -> None:
-        """Count an accepted request in the windows, or raise 429 (413 when it alone exceeds tpm)."""
+    def _admit(self, tokens: int, cfg: LocalAPIConfig) -> dict:
+        """Count an accepted request in the windows and return its x-ratelimit-* headers, or raise 429
+        (413 when it alone exceeds tpm)."""
         if cfg.tpm is not None and tokens > cfg.tpm:
             raise ApiError(413, f"the request needs {tokens} prompt tokens, more than the limit of {cfg.tpm} tokens "
                            "per minute: send fewer or shorter videos", code="request_too_large")
@@ -266,17 +285,38 @@ class LocalAPI:
             wait = self._wait(now, tokens, cfg)
             if wait <= 0:
                 self._window.append((now, tokens))
-                return
+                self._quota_used += 1
+                self._stats["admitted"].append([round(now, 4), tokens])
+                return self._limit_headers(now, cfg)
             rpm_full = cfg.rpm is not None and len(self._window) >= cfg.rpm
-        raise self._rate_limited(wait, f"{cfg.rpm} requests per minute" if rpm_full else f"{cfg.tpm} tokens per minute", cfg)
+            limit_headers = self._limit_headers(now, cfg)
+        raise self._rate_limited(wait, f"{cfg.rpm} requests per minute" if rpm_full else f"{cfg.tpm} tokens per minute",
+                                 cfg, limit_headers)
+
+    def _limit_headers(self, now: float, cfg: LocalAPIConfig) -> dict:
+        """OpenAI-style x-ratelimit-* headers for the window as it is; reset is when it is empty again; under the lock."""
+        if not cfg.ratelimit_headers or (cfg.rpm is None and cfg.tpm is None):
+            return {}
+        reset = _duration(self._window[-1][0] + WINDOW_S - now if self._window else 0.0)
+        out = {}
+        if cfg.rpm is not None:
+            out.update({"x-ratelimit-limit-requests": str(cfg.rpm), "x-ratelimit-reset-requests": reset,
+                        "x-ratelimit-remaining-requests": str(max(0, cfg.rpm - len(self._window)))})
+        if cfg.tpm is not None:
+            used = sum(t for _, t in self._window)
+            out.update({"x-ratelimit-limit-tokens": str(cfg.tpm), "x-ratelimit-reset-tokens": reset,
+                        "x-ratelimit-remaining-tokens": str(max(0, cfg.tpm - used))})
+        return out
 
     @staticmethod
-    def _rate_limited(wait: float, limit: str, cfg: LocalAPIConfig) -> ApiError:
+    def _rate_limited(wait: float, limit: str, cfg: LocalAPIConfig, extra_headers: dict | None = None) -> ApiError:
         seconds = max(1, math.ceil(wait))
         value = formatdate(math.ceil(time.time() + seconds), usegmt=True) if cfg.retry_after_format == "http-date" \
             else str(seconds)
+        headers = {"Retry-After": value} if cfg.retry_after_in in ("header", "both") else {}
+        details = [{"@type": RETRY_INFO, "retryDelay": f"{seconds}s"}] if cfg.retry_after_in in ("body", "both") else None
         return ApiError(429, f"rate limit reached: {limit}; retry after {seconds} s", type="rate_limit_error",
-                        code="rate_limited", headers={"Retry-After": value})
+                        code="rate_limited", headers={**(extra_headers or {}), **headers}, details=details)
 
     def _next_fault(self, cfg: LocalAPIConfig) -> str:
         """The next script entry, else a draw from cfg.faults, else "ok"."""
@@ -338,6 +378,12 @@ class LocalAPI:
             if fault != "ok":
                 stats["faults"][fault] += 1
             self._last.append(summary)
+
+
+def _duration(seconds: float) -> str:
+    """A reset time as OpenAI writes it: "59.87s", "120ms"."""
+    seconds = max(0.0, seconds)
+    return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 class _Server(ThreadingHTTPServer):
@@ -410,13 +456,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.0),
                         help="seconds of uniform random latency")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=P",
-                        help="inject a fault with probability P: 429 500 502 502html 503 504 drop stall malformed 400 401")
+                        help="inject a fault with probability P: 429 500 502 502html 503 504 drop stall malformed 400 401 "
+                        "badjson")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
     parser.add_argument("--api-key-env", metavar="VAR", help="require this environment variable's value as bearer token")
     parser.add_argument("--storage-endpoint", metavar="URL",
                         help="S3-compatible storage whose objects gdc requests may name (s3:// or presigned URLs)")
     parser.add_argument("--frame-tokens", type=int, default=258, help="tokens per sampled frame (258; 66 or 70 for "
                         "low media resolution or newer models)")
+    parser.add_argument("--retry-after-in", choices=("header", "body", "both"), default="header",
+                        help="where a 429 says how long to wait: Retry-After header, google.rpc.RetryInfo in the body, "
+                        "or both")
+    parser.add_argument("--daily-quota", type=int, metavar="N", help="after N accepted requests every chat request "
+                        "answers 429 insufficient_quota")
+    parser.add_argument("--luma-step", type=float, default=2.0, metavar="SECONDS",
+                        help="how long each in-progress state of a /luma/generations task lasts (default 2)")
+    parser.add_argument("--luma-failure-rate", type=float, default=0.0, metavar="P",
+                        help="share of /luma/generations tasks that end failed (default 0)")
     parser.add_argument("--quiet", action="store_true", help="do not log one line per request")
     args = parser.parse_args(argv)
     faults = {}
@@ -434,10 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         config = LocalAPIConfig(rpm=args.rpm, tpm=args.tpm, concurrency=args.concurrency, latency=tuple(args.latency),
                                 faults=faults, seed=args.seed, api_key=api_key, frame_tokens=args.frame_tokens,
-                                storage_endpoint=args.storage_endpoint)
+                                storage_endpoint=args.storage_endpoint, retry_after_in=args.retry_after_in,
+                                daily_quota=args.daily_quota)
     except ValueError as exc:
         parser.error(str(exc))
     api = LocalAPI(config, args.host, args.port, log=not args.quiet)
+    try:
+        api.luma.configure({"step_s": args.luma_step, "failure_rate": args.luma_failure_rate})
+    except ValueError as exc:
+        parser.error(str(exc))
     try:
         api.start()
     except OSError as exc:
@@ -449,6 +510,7 @@ def main(argv: list[str] | None = None) -> int:
           f"  openai  POST {api.url}/v1/chat/completions\n"
           f"  trinity POST {api.url}/trinity/v1/chat/completions\n"
           f"  gdc     POST {api.url}/v1/projects/PROJECT/locations/LOCATION/chat/completions\n"
+          f"  luma    POST {api.url}/luma/generations, GET {api.url}/luma/generations/ID\n"
           f"  limits: {limits}; faults: {faults or 'none'}; auth: "
           f"{f'bearer token from ${args.api_key_env}' if api_key else 'any bearer token'}\n"
           "  Ctrl-C stops it.", flush=True)

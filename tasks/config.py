@@ -57,6 +57,32 @@ class Limits(_Strict):
     ramp_s: float = Field(default=10.0, ge=0)
 
 
+class MediaLimits(_Strict):
+    """What one provider accepts per video and per request (None: no stated limit)."""
+
+    max_seconds_audio: float | None = Field(default=None, gt=0)
+    max_seconds_silent: float | None = Field(default=None, gt=0)
+    max_bytes_per_video: int | None = Field(default=None, gt=0)
+    max_videos_per_request: int = Field(default=1, ge=1)
+    max_bytes_per_request: int | None = Field(default=None, gt=0)
+    mime_types: list[str] | None = None  # as the dialect names them (video/mov for gdc, video/quicktime for trinity)
+
+    def max_seconds(self, has_audio: bool) -> float | None:
+        return self.max_seconds_audio if has_audio else self.max_seconds_silent
+
+
+# The seeds' numbers: GDC (001/004) 100 s with audio, 120 s without, 10 videos, nine MIME types;
+# Trinity (002) 70 MB per file and four MIME types; Lunos (000) four MIME types.
+DIALECT_MEDIA_LIMITS: dict[str, dict[str, Any]] = {
+    "gdc": {"max_seconds_audio": 100, "max_seconds_silent": 120, "max_videos_per_request": 10,
+            "mime_types": ["video/avi", "video/x-flv", "video/mov", "video/mpeg", "video/mpg", "video/mp4",
+                           "video/webm", "video/wmv", "video/3gpp"]},
+    "trinity": {"max_bytes_per_video": 70 * 1024 * 1024,
+                "mime_types": ["video/mp4", "video/mpeg", "video/quicktime", "video/webm"]},
+    "openai": {"mime_types": ["video/mp4", "video/mpeg", "video/mov", "video/webm"]},
+}
+
+
 class ProviderConfig(_Strict):
     name: str = "provider"
     dialect: Literal["openai", "gdc", "trinity"]
@@ -83,7 +109,19 @@ class ProviderConfig(_Strict):
     breaker_window_s: float = Field(default=60.0, ge=0)
     quota_error_codes: list[str] = Field(default_factory=lambda: ["insufficient_quota"])
     frame_tokens: PositiveInt = 258
+    structured_output: Literal["json_schema", "prompt"] = "json_schema"  # how a JSON schema is asked for
+    media: MediaLimits = Field(default_factory=MediaLimits)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _media_defaults(cls, data: Any) -> Any:
+        """A profile's media limits start from its dialect's seed numbers; keys given override them."""
+        if isinstance(data, dict) and data.get("dialect") in DIALECT_MEDIA_LIMITS:
+            given = data.get("media") or {}
+            if isinstance(given, dict):
+                data = {**data, "media": {**DIALECT_MEDIA_LIMITS[data["dialect"]], **given}}
+        return data
 
     @model_validator(mode="after")
     def _check(self) -> "ProviderConfig":
@@ -117,12 +155,45 @@ class OutputConfig(_Strict):
     watermark_overlap_s: float = Field(default=300.0, ge=0)
 
 
+class PackConfig(_Strict):
+    max_videos: int = Field(default=1, ge=1)  # > 1: several videos or segments share one request
+    group_by: Literal["directory", "directory_hour", "none"] = "directory_hour"
+
+
+class MediaConfig(_Strict):
+    segment_target_s: float | None = Field(default=None, gt=0)  # default: the provider's limit less a margin
+    segment_overlap_s: float = Field(default=0.0, ge=0)
+    cut_mode: Literal["auto", "copy", "reencode"] = "auto"
+    shrink: bool = True
+    transcode: bool = True
+    scratch_url: str | None = None  # cut/shrunk files for URL deliveries; default: <output.url>/_scratch
+    scratch_storage_options: dict[str, Any] | None = None  # default: output.storage_options
+    inflight_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    pack: PackConfig = Field(default_factory=PackConfig)
+
+
 class RunConfig(_Strict):
     job: str = Field(default="summaries", pattern=r"^[A-Za-z0-9_.-]+$")
     source: SourceConfig
     provider: ProviderConfig
     prompt: PromptConfig
     output: OutputConfig
+    media: MediaConfig = Field(default_factory=MediaConfig)
+
+    @model_validator(mode="after")
+    def _pack_fits(self) -> "RunConfig":
+        limit = self.provider.media.max_videos_per_request
+        if self.media.pack.max_videos > limit:
+            raise ValueError(f"media.pack.max_videos {self.media.pack.max_videos} is over provider "
+                             f"{self.provider.name!r}'s limit of {limit} videos per request")
+        return self
+
+    def scratch(self) -> tuple[str, dict[str, Any]]:
+        """Where cut, shrunk or transcoded files go when they must be fetched by URL."""
+        if self.media.scratch_url:
+            opts = self.media.scratch_storage_options
+            return self.media.scratch_url, self.output.storage_options if opts is None else opts
+        return self.output.url.rstrip("/") + "/_scratch", self.output.storage_options
 
 
 def _locate(loc: tuple) -> str:
@@ -205,7 +276,8 @@ def _expand_env(options: dict, where: str) -> dict:
     return out
 
 
-def load_config(path: str | Path, overrides: dict | None = None, check_credentials: bool = True) -> RunConfig:
+def load_config(path: str | Path, overrides: dict | None = None, check_credentials: bool = True,
+                model: type[RunConfig] | None = None) -> RunConfig:
     """Read, merge and validate a run config; raise ConfigError naming the file and key path."""
     path = Path(path)
     raw = _read_yaml(path)
@@ -232,9 +304,9 @@ def load_config(path: str | Path, overrides: dict | None = None, check_credentia
         return str(path)
 
     try:
-        cfg = RunConfig.model_validate(raw)
+        cfg = (model or RunConfig).model_validate(raw)
     except ValidationError as e:
-        raise ConfigError(_describe(e, origin_of)) from None
+        raise ConfigError(_describe(e, origin_of, model)) from None
     src, out, prov = cfg.source, cfg.output, cfg.provider
     cfg = cfg.model_copy(update={
         "source": src.model_copy(update=_expand_env({"url": src.url, "storage_options": src.storage_options},
@@ -279,16 +351,17 @@ ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 
 def aspect_ratio_text(value: Any) -> Any:
     """An aspect ratio as text; YAML 1.1 reads an unquoted 16:9 as the base-60 integer 969, so turn it back."""
-    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 60:
         return f"{value // 60}:{value % 60}"
     return value.strip() if isinstance(value, str) else value
 
 
 def check_aspect_ratio(value: Any) -> str | None:
-    value = aspect_ratio_text(value)
-    if value is not None and value not in ASPECT_RATIOS:
-        raise ValueError(f"must be one of {', '.join(ASPECT_RATIOS)}")
-    return value
+    text = aspect_ratio_text(value)
+    if text is not None and text not in ASPECT_RATIOS:
+        read_as = f" ({text} unquoted reads in YAML as the number {value})" if text != value else ""
+        raise ValueError(f"must be one of {', '.join(ASPECT_RATIOS)}{read_as}")
+    return text
 
 
 class GenerationProviderConfig(_Strict):
@@ -402,3 +475,105 @@ def load_generate_config(path: str | Path, check_credentials: bool = True) -> Ge
     if check_credentials:
         check_provider_credentials(cfg.provider.client_config(), str(path))
     return cfg
+
+
+# -- archive indexing (`vidbatch index`) ------------------------------------------------------------------
+
+REDUCE_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["summary", "chapters"],
+    "properties": {
+        "summary": {"type": "string", "description": "a few sentences on the whole video"},
+        "chapters": {"type": "array", "description": "the whole video's chapters, in order, covering its timeline",
+                     "items": {"type": "object", "additionalProperties": False,
+                               "required": ["start_s", "end_s", "title", "summary"],
+                               "properties": {
+                                   "start_s": {"type": "number", "description": "seconds from the video's start"},
+                                   "end_s": {"type": "number", "description": "seconds from the video's start"},
+                                   "title": {"type": "string"}, "summary": {"type": "string"}}}},
+    },
+}
+
+
+class EntryMap(_Strict):
+    """How the items of one array property of an answer become index entries (unset fields are guessed)."""
+
+    kind: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]+$")  # default: the property name, singular
+    label: str | None = None       # item field holding the label; default: title, label, name, term, type ...
+    text: str | None = None        # item field holding the text; default: description, summary, text ...
+    confidence: str | None = None  # default: "confidence" when the items have it
+    start: str = "start_s"
+    end: str = "end_s"
+
+
+def check_entry_schema(schema: dict[str, Any], entries: dict[str, EntryMap]) -> None:
+    """ValueError unless `schema` is a JSON schema of an object whose `entries` properties are arrays of spans."""
+    from jsonschema.exceptions import SchemaError
+    from jsonschema.validators import validator_for
+
+    try:
+        validator_for(schema).check_schema(schema)
+    except SchemaError as e:
+        raise ValueError(f"json_schema is not a valid JSON schema: {e.message}") from None
+    props = schema.get("properties")
+    if schema.get("type") != "object" or not isinstance(props, dict):
+        raise ValueError("json_schema must describe an object (type: object) with properties")
+    for name, rule in entries.items():
+        items = (props.get(name) or {}).get("items") if isinstance(props.get(name), dict) else None
+        if not isinstance(items, dict) or not isinstance(items.get("properties"), dict):
+            raise ValueError(f"entries.{name}: json_schema needs a property {name!r} of type array whose items "
+                             f"are objects (known properties: {', '.join(props)})")
+        fields = items["properties"]
+        for role in ("start", "end", "label", "text", "confidence"):
+            field_name = getattr(rule, role)
+            if field_name is not None and field_name not in fields:
+                raise ValueError(f"entries.{name}.{role}: the items of {name!r} have no property {field_name!r} "
+                                 f"(they have: {', '.join(fields)})")
+
+
+class SummarySpec(_Strict):
+    """The whole-video reduce call: a text-only request over a video's segment results."""
+
+    enabled: bool = True
+    system: str = "You write whole-video summaries and chapter lists from the indexes of a video's segments."
+    user: str = Field(default="Summarize the whole video and list its chapters from its segment results below. "
+                      "Join chapters that continue across segments. Times are seconds on the whole video's "
+                      "timeline.", min_length=1)
+    params: dict[str, Any] = Field(default_factory=dict)
+    schema_name: str = Field(default="video_summary", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    json_schema: dict[str, Any] = Field(default_factory=lambda: REDUCE_SCHEMA)
+    entries: dict[str, EntryMap] = Field(default_factory=lambda: {
+        "chapters": EntryMap(kind="chapter", label="title", text="summary")})
+    summary_field: str | None = "summary"  # a string property that becomes the video's `summary` entry
+
+    @model_validator(mode="after")
+    def _check(self) -> "SummarySpec":
+        check_entry_schema(self.json_schema, self.entries)
+        if self.summary_field and self.summary_field not in self.json_schema["properties"]:
+            raise ValueError(f"summary_field {self.summary_field!r} is not a property of json_schema")
+        return self
+
+
+class IndexSpec(_Strict):
+    """What the index flow asks of each segment, how answers become entries, and the whole-video summary."""
+
+    schema_name: str = Field(default="video_index", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    json_schema: dict[str, Any]
+    entries: dict[str, EntryMap] = Field(min_length=1)
+    merge_gap_s: float = Field(default=1.0, ge=0)  # like entries of two segments this close (or overlapping) merge
+    summary: SummarySpec = Field(default_factory=SummarySpec)
+
+    @model_validator(mode="after")
+    def _check(self) -> "IndexSpec":
+        check_entry_schema(self.json_schema, self.entries)
+        return self
+
+
+class IndexRunConfig(RunConfig):
+    """A run config with an `index` section; output.url is a folder holding `ledger/` and `index/`."""
+
+    index: IndexSpec
+
+
+def load_index_config(path: str | Path, check_credentials: bool = True) -> IndexRunConfig:
+    """Read and validate an index config; raise ConfigError naming the file and key path."""
+    return load_config(path, check_credentials=check_credentials, model=IndexRunConfig)

@@ -3,16 +3,20 @@
     VidbatchError
     ├── ConfigError                 bad config file, key, type or missing credential (before any call)
     ├── SourceError                 listing or reading an object failed
-    ├── MediaError                  a video could not be probed or decoded
-    └── ProviderError               a call to the provider failed
+    ├── MediaError                  a video could not be probed, decoded, cut or re-encoded
+    │   └── LimitError              it cannot be made to fit the provider's limits
+    └── ProviderError               a call to the provider failed; carries http_status and retry_after
         ├── RetryableError          may succeed if sent again
-        │   ├── RateLimitedError    429; carries retry_after
+        │   ├── RateLimitedError    429
         │   ├── ServerError         5xx
         │   ├── TransportError      timeout, refused or dropped connection
         │   └── MalformedResponseError  a 200 whose body is not a chat completion
-        └── PermanentError          sending again cannot help
-            ├── BadRequestError     400, 404, 413, 422
-            └── AuthError           401, 403
+        ├── PermanentError          sending again cannot help
+        │   ├── BadRequestError     400, 404, 413, 422
+        │   ├── AuthError           401, 403
+        │   └── QuotaExhaustedError the provider's (daily) quota is spent: the run stops sending
+        ├── NotAttemptedError       not sent: the run's circuit breaker opened; the next run sends it
+        └── InvalidOutputError      answered, but not as the JSON schema asked, even after one repair request
 """
 
 from __future__ import annotations
@@ -36,12 +40,16 @@ class MediaError(VidbatchError):
     kind = "media"
 
 
+class LimitError(MediaError):
+    kind = "limit"
+
+
 class ProviderError(VidbatchError):
     kind = "provider"
 
-    def __init__(self, message: str, http_status: int | None = None):
+    def __init__(self, message: str, http_status: int | None = None, retry_after: float | None = None):
         super().__init__(message)
-        self.http_status = http_status
+        self.http_status, self.retry_after = http_status, retry_after
 
 
 class RetryableError(ProviderError):
@@ -52,8 +60,7 @@ class RateLimitedError(RetryableError):
     kind = "rate_limited"
 
     def __init__(self, message: str, http_status: int | None = 429, retry_after: float | None = None):
-        super().__init__(message, http_status)
-        self.retry_after = retry_after
+        super().__init__(message, http_status, retry_after)
 
 
 class ServerError(RetryableError):
@@ -80,14 +87,31 @@ class AuthError(PermanentError):
     kind = "auth"
 
 
-def error_for_status(status: int, message: str, retry_after: float | None = None) -> ProviderError:
-    """Map an HTTP error status to its class in the tree."""
+class QuotaExhaustedError(PermanentError):
+    kind = "quota_exhausted"
+
+
+class NotAttemptedError(ProviderError):
+    kind = "not_attempted"
+
+
+class InvalidOutputError(ProviderError):
+    """The answer did not validate against the request's JSON schema; `--all-errors` sends it again."""
+
+    kind = "invalid_output"
+
+
+def error_for_status(status: int, message: str, retry_after: float | None = None,
+                     quota_exhausted: bool = False) -> ProviderError:
+    """Map an HTTP error status to its class in the tree; `quota_exhausted` comes from the error body's code."""
+    if quota_exhausted and 400 <= status < 500:
+        return QuotaExhaustedError(message, status)
     if status == 429:
         return RateLimitedError(message, status, retry_after)
     if status in (401, 403):
         return AuthError(message, status)
     if status >= 500 or status in (408, 425):
-        return ServerError(message, status)
+        return ServerError(message, status, retry_after)
     return BadRequestError(message, status)
 
 

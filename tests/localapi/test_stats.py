@@ -76,7 +76,7 @@ def test_reset_clears_script_and_stats(api, post, kit):
     assert api.config.script == []
     assert api.stats() == {"requests": 0, "by_status": {}, "by_dialect": {}, "ok": 0, "in_flight": 0,
                            "in_flight_max": 0, "dropped": 0, "faults": {}, "keys": {}, "timeline": [],
-                           "last_requests": []}
+                           "admitted": [], "last_requests": []}
 
 
 def test_config_validation_says_what_to_do():

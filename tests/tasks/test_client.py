@@ -1,15 +1,18 @@
 import asyncio
 import json
 import sys
+import time
 from email.utils import format_datetime
 from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from tasks.client import Credentials, ProviderClient, parse_retry_after
+from tasks.client import (CircuitBreaker, Credentials, ProviderClient, RetryBudget, parse_duration, parse_retry_after,
+                          rate_limit_headers)
 from tasks.config import ProviderConfig
-from tasks.errors import AuthError, BadRequestError, ConfigError, RateLimitedError, ServerError, TransportError, redact
+from tasks.errors import (AuthError, BadRequestError, ConfigError, NotAttemptedError, QuotaExhaustedError,
+                          RateLimitedError, ServerError, TransportError, redact)
 
 OK = {"id": "r1", "choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
       "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
@@ -141,3 +144,192 @@ def test_redact_strips_payloads_signatures_and_tokens():
     out = redact(text)
     assert "AAAAIGZ0" not in out and "abcdef123" not in out and "sk-secret-123" not in out and "AKIA" not in out
     assert "data:video/mp4;base64,<redacted>" in out
+
+
+# -- reacting to the provider: pauses, retry delays, quotas, headers, budget, breaker ---------------------
+
+def client_with(p, handler, **kw):
+    """A ProviderClient over a MockTransport `handler`, on a fake clock that sleeping advances."""
+    now, sleeps = [0.0], []
+
+    async def sleep(s):
+        sleeps.append(round(s, 6))
+        now[0] += s
+
+    c = ProviderClient(p, Credentials(p), transport=httpx.MockTransport(handler), sleep=sleep,
+                       clock=lambda: now[0], **kw)
+    return c, sleeps, now
+
+
+def send_all(c, n):
+    async def main():
+        async with c:
+            return [await c.send({"model": "m", "messages": []}, 100, f"key-{i}") for i in range(n)]
+
+    return asyncio.run(main())
+
+
+RETRY_INFO = {"@type": "type.googleapis.com/google.rpc.RetryInfo", "retryDelay": "12s"}
+
+
+def test_429_pauses_the_whole_client_for_retry_after():
+    answers = iter([httpx.Response(429, headers={"Retry-After": "7"}), httpx.Response(200, json=OK)])
+    c, sleeps, now = client_with(provider(), lambda r: next(answers))
+    [result] = send_all(c, 1)
+    assert result.error is None and result.attempts == 2
+    assert c.limiter.paused_until == 7.0 and sleeps == [7.0]
+
+
+def test_retry_delay_from_a_google_error_body_when_no_header():
+    body = [{"error": {"code": 429, "message": "Resource exhausted", "status": "RESOURCE_EXHAUSTED",
+                       "details": [{"@type": "type.googleapis.com/google.rpc.Help"}, RETRY_INFO]}}]
+    answers = iter([httpx.Response(429, json=body), httpx.Response(200, json=OK)])
+    c, sleeps, now = client_with(provider(), lambda r: next(answers))
+    [result] = send_all(c, 1)
+    assert result.error is None and sleeps == [12.0] and c.limiter.paused_until == 12.0
+
+
+def test_retry_after_header_wins_over_the_body():
+    body = {"error": {"message": "slow down", "details": [RETRY_INFO]}}
+    answers = iter([httpx.Response(429, json=body, headers={"Retry-After": "3"}), httpx.Response(200, json=OK)])
+    c, sleeps, _ = client_with(provider(), lambda r: next(answers))
+    send_all(c, 1)
+    assert sleeps == [3.0]
+
+
+def test_503_retry_after_is_honoured_for_that_item_only():
+    answers = iter([httpx.Response(503, headers={"Retry-After": "4"}), httpx.Response(200, json=OK)])
+    c, sleeps, _ = client_with(provider(), lambda r: next(answers))
+    [result] = send_all(c, 1)
+    assert result.error is None and sleeps == [4.0] and c.limiter.paused_until == float("-inf")
+
+
+QUOTA = {"error": {"message": "You exceeded your current quota, please check your plan and billing details.",
+                   "type": "insufficient_quota", "param": None, "code": "insufficient_quota"}}
+
+
+def test_exhausted_quota_fails_fast_and_stops_the_run():
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(429, json=QUOTA, headers={"Retry-After": "20"})
+
+    c, sleeps, _ = client_with(provider(), handler)
+    first, second, third = send_all(c, 3)
+    assert isinstance(first.error, QuotaExhaustedError) and first.error.kind == "quota_exhausted"
+    assert first.attempts == 1 and sleeps == [] and len(seen) == 1
+    for later in (second, third):
+        assert isinstance(later.error, NotAttemptedError) and later.attempts == 0
+        assert "quota is exhausted" in str(later.error)
+
+
+def test_quota_is_read_from_the_body_fields_never_from_the_message():
+    words = {"error": {"message": "insufficient_quota? no, just busy", "type": "rate_limit_error", "code": "rate"}}
+    answers = iter([httpx.Response(429, json=words), httpx.Response(200, json=OK)])
+    c, _, _ = client_with(provider(), lambda r: next(answers))
+    assert send_all(c, 1)[0].error is None
+    gemini_daily = {"error": {"code": 429, "status": "RESOURCE_EXHAUSTED", "message": "per day quota"}}
+    c, _, _ = client_with(provider(quota_error_codes=["RESOURCE_EXHAUSTED_DAILY"]),
+                          lambda r: httpx.Response(429, json={"error": {**gemini_daily["error"],
+                                                                          "code": "RESOURCE_EXHAUSTED_DAILY"}}))
+    assert isinstance(send_all(c, 1)[0].error, QuotaExhaustedError)  # a profile names its provider's quota code
+
+
+def test_rate_limit_headers_are_parsed_in_every_form():
+    h = {"x-ratelimit-limit-requests": "600", "x-ratelimit-remaining-requests": "3",
+         "x-ratelimit-reset-requests": "1m30.5s", "x-ratelimit-limit-tokens": "90000",
+         "x-ratelimit-remaining-tokens": "1200", "x-ratelimit-reset-tokens": "120ms"}
+    assert rate_limit_headers(h) == {"requests": (3.0, 90.5, 600.0), "tokens": (1200.0, 0.12, 90000.0)}
+    assert rate_limit_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "17"}) == {"requests": (0.0, 17.0, None)}
+    assert rate_limit_headers({"x-ratelimit-remaining": "5"}) == {}  # no reset: nothing to steer by
+    assert parse_duration("6m0s") == 360 and parse_duration("0.5") == 0.5 and parse_duration("soon") is None
+    assert 9 <= parse_duration(str(time.time() + 10)) <= 10  # a Unix time
+
+
+def test_remaining_zero_holds_the_next_start_until_the_reset():
+    answers = iter([httpx.Response(200, json=OK, headers={"x-ratelimit-remaining": "0", "x-ratelimit-reset": "30"}),
+                    httpx.Response(200, json=OK)])
+    c, sleeps, now = client_with(provider(), lambda r: next(answers))
+    send_all(c, 2)
+    assert sleeps == [30.0]
+
+
+def test_retry_budget_arithmetic():
+    b = RetryBudget(ratio=0.5, minimum=1)
+    assert b.spend() and not b.spend()        # the minimum, then nothing before any first attempt
+    for _ in range(4):
+        b.first()
+    assert [b.spend() for _ in range(3)] == [True, True, False]  # 1 + 0.5 * 4 = 3 retries in all
+    assert (b.retries, b.refused) == (3, 2)
+
+
+def test_retries_draw_from_one_budget_for_the_whole_run():
+    seen = []
+
+    def handler(request):
+        seen.append(request.headers["x-request-key"])
+        return httpx.Response(503, json={"error": {"message": "busy"}})
+
+    c, _, _ = client_with(provider(max_attempts=5, retry_budget_ratio=0, retry_budget_min=3, breaker_failures=None),
+                          handler)
+    first, second = send_all(c, 2)
+    assert first.attempts == 4 and second.attempts == 1   # 3 retries in all, spent by the first item
+    assert seen == ["key-0"] * 4 + ["key-1"]
+    assert "retry budget is spent" in str(first.error) and isinstance(first.error, ServerError)
+    assert first.error.http_status == 503
+
+
+def test_circuit_breaker_opens_after_failures_in_a_row_and_stops_sending():
+    seen = []
+
+    def handler(request):
+        seen.append(request)
+        return httpx.Response(502, text="<html><h1>Bad gateway</h1></html>")
+
+    c, _, _ = client_with(provider(max_attempts=4, breaker_failures=6, breaker_window_s=0), handler)
+    results = send_all(c, 4)
+    assert [r.attempts for r in results] == [4, 2, 0, 0] and len(seen) == 6
+    assert isinstance(results[1].error, ServerError)          # attempted: keeps its own last error
+    for r in results[2:]:
+        assert r.error.kind == "not_attempted" and "6 failed attempts in a row" in str(r.error)
+        assert "Bad gateway" in str(r.error)
+
+
+def test_circuit_breaker_needs_the_failures_to_last_and_a_success_resets_it():
+    clock = [0.0]
+    b = CircuitBreaker(failures=3, window_s=60, clock=lambda: clock[0])
+    for t in (0, 1, 2, 3):
+        clock[0] = t
+        b.failure(ServerError("x"))
+    assert not b.open                          # four in a row, but within 3 s: a blip
+    b.success()
+    for t in (10, 40, 69):
+        clock[0] = t
+        b.failure(ServerError("x"))
+    assert not b.open                          # 59 s since the streak began
+    clock[0] = 71
+    b.failure(TransportError("refused"))
+    assert b.open and "4 failed attempts in a row over 61 s" in b.reason
+
+
+def test_429s_and_bad_requests_do_not_count_towards_the_breaker():
+    answers = iter([httpx.Response(429, headers={"Retry-After": "1"})] * 3 + [httpx.Response(200, json=OK)]
+                   + [httpx.Response(400, json={"error": {"message": "bad"}})] * 3)
+    c, _, _ = client_with(provider(breaker_failures=2, breaker_window_s=0), lambda r: next(answers))
+    results = send_all(c, 4)
+    assert results[0].error is None and results[0].attempts == 4
+    assert [r.error.kind for r in results[1:]] == ["bad_request"] * 3 and not c.breaker.open
+
+
+@pytest.mark.parametrize("answer,kind", [
+    (httpx.Response(500), "server"), (httpx.Response(504, text="upstream timed out"), "server"),
+    (httpx.Response(502, text="<html><body><h1>502 Bad Gateway</h1></body></html>"), "server"),
+    (httpx.Response(200, text="<html>maintenance</html>"), "malformed_response"),
+    (httpx.Response(200, json={"choices": []}), "malformed_response"),
+    (httpx.ReadTimeout("stalled"), "transport"), (httpx.RemoteProtocolError("peer closed"), "transport"),
+    (httpx.ReadError("reset"), "transport"), (httpx.DecodingError("bad gzip"), "malformed_response"),
+])
+def test_every_fault_is_classified_by_type_at_the_boundary(answer, kind):
+    result, _, _ = run(provider(max_attempts=1), [answer])
+    assert result.error.kind == kind and result.attempts == 1

@@ -101,3 +101,20 @@ def test_parse_when():
 def test_shipped_configs_validate(name, monkeypatch):
     from tasks.config import PROJECT_ROOT
     load_config(PROJECT_ROOT / "configs" / name, check_credentials=False)
+
+
+def test_pacing_retry_and_breaker_keys(tmp_path):
+    cfg = load_config(write(tmp_path, BASE.replace("{profile: localapi-openai}", """
+        {profile: localapi-openai, limits: {window: sliding, margin_s: 0.5, ramp_s: 0},
+         retry_budget_ratio: 0.1, retry_budget_min: 5, breaker_failures: null, quota_error_codes: [quota_gone]}""")))
+    p = cfg.provider
+    assert (p.limits.window, p.limits.margin_s, p.limits.ramp_s) == ("sliding", 0.5, 0)
+    assert (p.retry_budget_ratio, p.retry_budget_min, p.breaker_failures, p.quota_error_codes) == (0.1, 5, None,
+                                                                                                  ["quota_gone"])
+    defaults = load_config(write(tmp_path, BASE, "defaults.yaml")).provider
+    assert defaults.limits.window == "smooth" and defaults.breaker_failures == 20
+    assert defaults.quota_error_codes == ["insufficient_quota"]
+    bad = write(tmp_path, BASE.replace("{profile: localapi-openai}",
+                                       "{profile: localapi-openai, limits: {window: fixed, margin_s: -1}}"), "bad.yaml")
+    msg = str(pytest.raises(ConfigError, load_config, bad).value)
+    assert "provider.limits.window" in msg and "'smooth' or 'sliding'" in msg and "provider.limits.margin_s" in msg
