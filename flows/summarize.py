@@ -23,6 +23,9 @@ from tasks.plan import pending_batches, plan_items, run_window, unfinished
 from tasks.prepare import Scratch, scratch_prefix
 from tasks.progress import RunTotals, current_progress
 from tasks.provider import open_provider
+from tasks.quota import shared_permits
+from tasks.shards import with_prefix
+from flows.operator import BatchProgress
 
 
 @task(name="plan-batch", cache_policy=NO_CACHE, persist_result=False)
@@ -61,10 +64,10 @@ def dry_run_line(item) -> dict:
 @flow(name="summarize", persist_result=False)
 async def summarize(config: str, since: str | None = None, until: str | None = None, limit: int | None = None,
                     dry_run: bool = False, retry_failed: bool = False, all_errors: bool = False, force: bool = False,
-                    incremental: bool = False) -> dict:
-    """Summarize every video under the config's source that the ledger has not finished."""
+                    incremental: bool = False, prefix: str | None = None) -> dict:
+    """Summarize every video under the config's source (or its `prefix` below it) that the ledger has not finished."""
     log = get_run_logger()
-    cfg = load_config(config)
+    cfg = with_prefix(load_config(config), prefix)
     run_id, started = str(flow_run.id or uuid.uuid4()), now_utc()
     fs, root = open_source(cfg.source)
     check_delivery(fs, cfg.provider)
@@ -77,7 +80,8 @@ async def summarize(config: str, since: str | None = None, until: str | None = N
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
     writer = LedgerWriter(cfg.output, run_id) if not dry_run else None
     budget, scratch = ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
-    async with (nullcontext() if dry_run else open_provider(cfg)) as client:
+    board, permits = await BatchProgress.start(cfg.job), None if dry_run else await shared_permits(cfg.provider)
+    async with (nullcontext() if dry_run else open_provider(cfg, permits=permits)) as client:
         sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
         try:                                # last one is still sent, so the pace never stops at a boundary
             for batch in pending_batches(objs, cfg, finished_sources(state, done), totals, limit):
@@ -92,19 +96,25 @@ async def summarize(config: str, since: str | None = None, until: str | None = N
                 if len(sending) > 1:
                     await sending.pop(0)
                     log.info("batch done: %s", totals.line())
+                    await board.update(totals)
             while sending:
                 await sending.pop(0)
                 log.info("batch done: %s", totals.line())
+                await board.update(totals)
         finally:
             for unfinished_batch in sending:
                 unfinished_batch.cancel()
     scratch.close()
     if writer:
         writer.close()
-        if window.advances_watermark(limit) and not totals.not_attempted:
+        if window.advances_watermark(limit) and not totals.not_attempted and not prefix:
             write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
     totals.skipped_discover = dict(found.skipped)
     current_progress().close(totals)
+    if permits is not None:
+        await permits.close()
+        log.info("shared limit: %s", permits.summary())
+    await board.update(totals, final=True)
     await publish_summary(cfg, totals, dry_run)
     return {"run_id": run_id, "output": cfg.output.url, "since": window.since and window.since.isoformat(),
             **totals.as_dict(), "planned": planned}

@@ -141,7 +141,7 @@ def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict, text_o
     if videos and "video" not in MODELS[model]:
         raise invalid(f"model {_show(model)} lacks 'video' in inputModalities ({', '.join(MODELS[model])}); "
                       f"choose a model whose inputModalities include video", key, "model_lacks_video")
-    if dialect == "gdc":
+    if dialect == "gdc" and videos:
         if len(videos) > cfg.gdc_max_videos:
             raise invalid(f"GDC accepts at most {cfg.gdc_max_videos} videos per request; this request holds "
                           f"{len(videos)}", "messages", "too_many_videos")

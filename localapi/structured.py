@@ -107,12 +107,13 @@ def _broken(value: Any, schema: dict) -> Any:
 def _texts(body: dict, skip_schema: bool = False) -> list[str]:
     """The system and user texts of a request, in order (assistant turns, such as a repaired answer, left out)."""
     out = []
-    for m in body.get("messages") or []:
+    messages = body.get("messages")
+    for m in messages if isinstance(messages, list) else []:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user"):
             continue
-        content = m.get("content")
-        parts = [content] if isinstance(content, str) else [p.get("text") for p in content or []
-                                                             if isinstance(p, dict) and p.get("type") == "text"]
+        content = m.get("content")  # not validated yet: anything may be here
+        parts = [content] if isinstance(content, str) else [p.get("text") for p in content if isinstance(p, dict)
+                                                            and p.get("type") == "text"] if isinstance(content, list) else []
         out += [p for p in parts if isinstance(p, str)]
     return out
 

@@ -314,8 +314,9 @@ class ProviderClient:
                  transport: httpx.AsyncBaseTransport | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic, limiter: Limiter | None = None,
-                 retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None):
+                 retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None, permits=None):
         self.provider, self.credentials = provider, credentials
+        self.permits = permits  # tasks.quota.Permits: the shared limit across workers, awaited before each request
         self.url = endpoint(provider.dialect, base_url or provider.base_url, provider.project, provider.location)
         lim = provider.limits
         self.limiter = limiter or Limiter(lim.rpm, lim.tpm, lim.concurrency, window=lim.window, margin_s=lim.margin_s,
@@ -336,8 +337,8 @@ class ProviderClient:
     async def send(self, body: dict | RequestBody, estimated_tokens: int, request_key: str) -> CallResult:
         """Send one request with retries; never raises a ProviderError, returns it in the result.
 
-        Once the circuit breaker is open nothing more is sent: an item not sent yet ends as
-        NotAttemptedError, one between attempts keeps its last error.
+        Once the circuit breaker is open nothing more is sent: an item not sent yet, or cut short
+        between attempts, ends as NotAttemptedError (the next run sends it again).
         """
         s = _Send()
         content = body if isinstance(body, RequestBody) else json.dumps(body, separators=(",", ":")).encode()
@@ -347,7 +348,10 @@ class ProviderClient:
                     completion, latency = await self._attempt(content, estimated_tokens, request_key, s)
             return CallResult(completion, None, s.attempts, latency)
         except NotAttemptedError as e:
-            return CallResult(None, s.last_error or e, s.attempts, s.latency)
+            if s.last_error is not None:
+                last = s.last_error
+                e = NotAttemptedError(f"{e} (its last attempt: {type(last).__name__}: {last})", last.http_status)
+            return CallResult(None, e, s.attempts, s.latency)
         except SourceError as e:  # an inline video that vanished or changed while its body streamed
             return CallResult(None, e, s.attempts, s.latency)
         except ProviderError as e:
@@ -383,6 +387,9 @@ class ProviderClient:
                              ) -> tuple[httpx.Response, int, Ticket | None]:
         """The boundary: one HTTP exchange, every failure raised as its class in the tree."""
         async with self.limiter.slot(estimated) if paced else nullcontext() as ticket:
+            if paced and self.permits is not None:
+                await self.permits.take(estimated)
+                ticket.start = max(ticket.start, self._clock())  # the window counts the request from its real start
             if before_send:
                 before_send()
             headers = {"Content-Type": "application/json"} if content is not None else {}

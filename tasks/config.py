@@ -55,6 +55,7 @@ class Limits(_Strict):
     window: Literal["smooth", "sliding"] = "smooth"
     margin_s: float = Field(default=0.25, ge=0, le=30)
     ramp_s: float = Field(default=10.0, ge=0)
+    shared: bool = False  # on a Prefect server, rpm/tpm are also held across workers (tasks/quota.py)
 
 
 class MediaLimits(_Strict):

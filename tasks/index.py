@@ -358,8 +358,10 @@ class Indexer:
         segments: dict[str, list[dict]] = {}
         reduced: dict[str, dict] = {}
         for r in latest.values():
-            (reduced.__setitem__(r["request_key"], r) if r["stage"] == "reduce"
-             else segments.setdefault(r["source_key"], []).append(r))
+            if r["stage"] == "reduce":
+                reduced[r["request_key"]] = r
+            else:
+                segments.setdefault(r["source_key"], []).append(r)
         entries = read_entries(self.entries_output, ["source_key", "stage", "request_key", "kind"])
         marked, reduce_done = set(), set()
         if entries is not None:
@@ -384,20 +386,21 @@ class Indexer:
                 todos.append(todo)
         return [todos[i:i + batch_size] for i in range(0, len(todos), batch_size)]
 
-    def load(self, todos: list[VideoTodo]) -> None:
+    def load(self, todos: list[VideoTodo]) -> list[VideoTodo]:
         """Read the full ledger rows (answers included) of these videos' segments and reduce calls."""
         wanted = [k for t in todos for k in (*t.segment_keys, t.reduce_key)]
         data = dataset(self.ledger)
         rows = data.to_table(filter=pc.field("request_key").isin(wanted)).to_pylist() if data is not None else []
         latest = _latest(rows)
         for t in todos:
-            t.rows = sorted((latest[k] for k in t.segment_keys), key=lambda r: r["segment_index"] or 0)
+            t.rows = sorted((latest[k] for k in t.segment_keys if k in latest), key=lambda r: r["segment_index"] or 0)
             t.reduce_row = latest.get(t.reduce_key)
+        return [t for t in todos if len(t.rows) == len(t.segment_keys)]  # a compaction may hide one: next run
 
     async def finish(self, todos: list[VideoTodo], client: ProviderClient, run_id: str,
                      record: Callable[[dict], Awaitable[None]]) -> list[dict]:
         """Send the missing reduce calls (recording their rows) and return the entries still to write."""
-        self.load(todos)
+        todos = self.load(todos)
 
         async def one(t: VideoTodo) -> list[dict]:
             out = []

@@ -12,6 +12,7 @@ import io
 import json
 import os
 import socket
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -228,6 +229,7 @@ class LedgerWriter:
         self._last_flush = clock()
         self.files: list[str] = []
         self.rows_written = 0
+        self._lock = threading.RLock()  # rows arrive from several threads (asyncio.to_thread): a flush must not drop one
         if output.journal:
             self._lease()
 
@@ -241,22 +243,26 @@ class LedgerWriter:
         if self.output.journal:
             path = f"{self.journal_dir}/{uuid.uuid4().hex}.jrnl"
             put_atomic(self.fs, path, parquet_bytes(to_table([row])))
-            self._journaled.append(path)
-        self._rows.append(row)
-        if len(self._rows) >= self.output.flush_rows or self._clock() - self._last_flush >= self.output.flush_seconds:
-            self.flush()
+        with self._lock:
+            if self.output.journal:
+                self._journaled.append(path)
+            self._rows.append(row)
+            if len(self._rows) >= self.output.flush_rows or \
+                    self._clock() - self._last_flush >= self.output.flush_seconds:
+                self.flush()
 
     def flush(self) -> None:
         """Write the buffered rows as ledger files, then drop their journal entries."""
-        self._last_flush = self._clock()
-        if self._rows:
-            self.files += write_table(to_table(self._rows), self.output, self.run_id)
-            self.rows_written += len(self._rows)
-            if self._journaled:
-                self.fs.rm(self._journaled)
-            self._rows, self._journaled = [], []
-        if self.output.journal:
-            self._lease()
+        with self._lock:
+            self._last_flush = self._clock()
+            if self._rows:
+                self.files += write_table(to_table(self._rows), self.output, self.run_id)
+                self.rows_written += len(self._rows)
+                if self._journaled:
+                    self.fs.rm(self._journaled)
+                self._rows, self._journaled = [], []
+            if self.output.journal:
+                self._lease()
 
     def close(self) -> None:
         """Flush what is left and remove this run's journal."""

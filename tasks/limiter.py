@@ -65,6 +65,8 @@ class Allowance:
 
 
 class Limiter:
+    """One provider's pace: rpm, tpm and concurrency together, as the module docstring describes."""
+
     def __init__(self, rpm: int | None = None, tpm: int | None = None, concurrency: int | None = None,
                  window: str = "smooth", margin_s: float = 0.25, ramp_s: float = 10.0,
                  clock: Callable[[], float] = time.monotonic,

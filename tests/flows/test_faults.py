@@ -61,8 +61,8 @@ def test_a_provider_that_keeps_failing_stops_the_run_and_the_next_run_picks_up(s
     result = run(config)
     df = ledger(config)
     assert (result["ok"], result["error"]) == (0, 6) and len(df) == 6
-    assert set(df.error_type) == {"server", "not_attempted"} and df.attempts.sum() == 4
-    assert (df[df.error_type == "not_attempted"].attempts == 0).all()
+    assert set(df.error_type) <= {"server", "not_attempted"} and df.attempts.sum() == 4
+    assert (df[df.attempts == 0].error_type == "not_attempted").all() and (df.error_type == "not_attempted").sum() >= 2
     assert localapi.stats()["requests"] == 4                            # nothing sent once the breaker opened
     message = df[df.error_type == "not_attempted"].error_message.iloc[0]
     assert message.startswith("not sent: the run stopped sending after 4 failed attempts in a row")

@@ -290,10 +290,11 @@ def test_circuit_breaker_opens_after_failures_in_a_row_and_stops_sending():
     c, _, _ = client_with(provider(max_attempts=4, breaker_failures=6, breaker_window_s=0), handler)
     results = send_all(c, 4)
     assert [r.attempts for r in results] == [4, 2, 0, 0] and len(seen) == 6
-    assert isinstance(results[1].error, ServerError)          # attempted: keeps its own last error
-    for r in results[2:]:
+    assert isinstance(results[0].error, ServerError)          # its attempts ran out before the breaker opened
+    for r in results[1:]:                                     # cut short or never sent: the next run sends them
         assert r.error.kind == "not_attempted" and "6 failed attempts in a row" in str(r.error)
         assert "Bad gateway" in str(r.error)
+    assert "its last attempt: ServerError" in str(results[1].error) and results[1].error.http_status == 502
 
 
 def test_circuit_breaker_needs_the_failures_to_last_and_a_success_resets_it():

@@ -22,7 +22,8 @@ def row(key, status="ok", day=0, **kw):
 def test_v1_columns_in_order():
     assert COLUMNS[:4] == ["run_id", "job", "created_at", "request_key"]
     assert COLUMNS[COLUMNS.index("latency_ms") + 1:] == ["source_key", "segment_count", "media_ops", "request_id",
-                                                          "pack_size", "pack_index"]  # added after v1, at the end
+                                                          "pack_size", "pack_index", "repairs",
+                                                          "stage"]  # added after v1, at the end
     for c in ["source_etag", "segment_start_s", "estimated_prompt_tokens", "latency_ms", "http_status", "output_json"]:
         assert c in COLUMNS
     assert str(SCHEMA.field("created_at").type) == "timestamp[us, tz=UTC]"

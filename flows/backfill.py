@@ -1,0 +1,74 @@
+"""The backfill flow: a date range or prefixes split into shards, each a child run of the summarize deployment."""
+
+from __future__ import annotations
+
+import asyncio
+
+from prefect import flow, get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.deployments import arun_deployment
+
+from flows.operator import child_totals, publish_backfill
+from tasks.config import load_config
+from tasks.errors import VidbatchError
+from tasks.quota import ensure_shared_limits, on_prefect_server
+from tasks.shards import Shard, config_digest, plan_shards
+
+SHARD_DEPLOYMENT = "summarize/backfill-shard"
+RERUN_STATES = {"FAILED", "CRASHED", "CANCELLED"}
+
+
+class BackfillError(VidbatchError):
+    """Some shards did not complete; rerunning the backfill reruns exactly those."""
+
+
+async def run_shard(shard: Shard, config: str, digest: str, deployment: str, poll_s: float, gate: asyncio.Semaphore,
+                    retry_failed: bool) -> dict:
+    """The shard's flow run: found by its idempotency key, rerun past a failed attempt, waited for to its end.
+
+    A failed attempt's successor is keyed by the failed run's id, so every rerun of the backfill walks
+    the same chain: a finished shard is never run again, and only a failed one gets a new attempt.
+    """
+    log = get_run_logger()
+    key = shard.key(digest)
+    async with gate:
+        while True:
+            run = await arun_deployment(deployment, parameters=shard.parameters(config), idempotency_key=key,
+                                        timeout=0, flow_run_name=f"shard {shard.label}")
+            if run.state_type.value in RERUN_STATES and retry_failed:
+                log.info("shard %s: attempt %s ended %s; running it again", shard.label, run.id, run.state_name)
+                key = f"{shard.key(digest)}-after-{run.id}"
+                continue
+            break
+        if not (run.state and run.state.is_final()):
+            async with get_client() as client:
+                while not run.state or not run.state.is_final():
+                    await asyncio.sleep(poll_s)
+                    run = await client.read_flow_run(run.id)
+    log.info("shard %s: %s (flow run %s)", shard.label, run.state_name, run.id)
+    return {"shard": shard.label, "state": run.state_name, "flow_run_id": str(run.id)}
+
+
+@flow(name="backfill", persist_result=False)
+async def backfill(config: str, since: str | None = None, until: str | None = None, prefixes: list[str] | None = None,
+                   max_parallel: int = 4, retry_failed: bool = True, deployment: str = SHARD_DEPLOYMENT,
+                   poll_s: float = 2.0) -> dict:
+    """Summarize a date range (by day) and/or a list of prefixes, one child run of summarize per shard."""
+    log = get_run_logger()
+    cfg = load_config(config)
+    shards = plan_shards(since, until, prefixes)
+    if cfg.provider.limits.shared and on_prefect_server():
+        for lim in await ensure_shared_limits(cfg.provider):
+            log.info("shared limit %s: capacity %d, decay %.3f/s (%.1f/min of %d), hold %.1f s", lim.name,
+                     lim.capacity, lim.decay_per_s, lim.effective_per_minute, lim.per_minute, lim.hold_s)
+    log.info("backfill of %s: %d shards, %d at a time", cfg.job, len(shards), max_parallel)
+    digest, gate = config_digest(config), asyncio.Semaphore(max(1, max_parallel))
+    done = await asyncio.gather(*(run_shard(s, config, digest, deployment, poll_s, gate, retry_failed)
+                                  for s in shards))
+    totals = await child_totals([d["flow_run_id"] for d in done if d["state"] == "Completed"])
+    summed = await publish_backfill(cfg.job, done, totals)
+    failed = [d["shard"] for d in done if d["state"] != "Completed"]
+    if failed:
+        raise BackfillError(f"{len(failed)} of {len(shards)} shards did not complete: {', '.join(failed[:20])}; "
+                            "run the backfill again to rerun only those")
+    return {"shards": done, **summed}

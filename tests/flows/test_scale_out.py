@@ -1,0 +1,206 @@
+"""A real Prefect server, two process workers and `prefect deploy`: a backfill of 200 videos held to one rpm."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+
+from localapi import LocalAPI, LocalAPIConfig
+from tasks.config import load_config
+from tasks.ledger import read_ledger
+from tests.conftest import seed_bucket, video
+from tests.flows.conftest import API_KEY
+
+ROOT = Path(__file__).resolve().parents[2]
+PREFECT = str(Path(sys.executable).with_name("prefect"))
+RPM, PREFIXES, PER_PREFIX = 150, [f"cam{i}" for i in range(8)], 25
+POOL = "vidbatch-process"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def stop(proc: subprocess.Popen) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers."""
+    if proc.poll() is not None:
+        return
+    for sig, wait_s in ((signal.SIGTERM, 15), (signal.SIGKILL, 15)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(wait_s)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+@pytest.fixture
+def server(tmp_path, request, s3, monkeypatch):
+    """`prefect server start` on loopback with its own PREFECT_HOME and SQLite file; returns (api_url, env)."""
+    port, home = free_port(), tmp_path / "prefect-home"
+    home.mkdir()
+    api = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "PREFECT_PROFILES_PATH": str(home / "p.toml"),
+           "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
+           "PREFECT_LOGGING_LEVEL": "INFO", "VB_TEST_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_KEY", None)
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env=env,
+                            cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    request.addfinalizer(log.close)
+    request.addfinalizer(lambda: stop(proc))
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{api}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            pass
+        assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "server.log").read_text()[-3000:]
+        time.sleep(0.3)
+    return api, env
+
+
+def rest(api: str, method: str, path: str, **kw):
+    r = httpx.request(method, api + path, timeout=30, **kw)
+    r.raise_for_status()
+    return r.json()
+
+
+def start_worker(name: str, env: dict, tmp_path: Path, request) -> Path:
+    out = tmp_path / f"{name}.log"
+    log = open(out, "w")
+    proc = subprocess.Popen([PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "--name", name],
+                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    request.addfinalizer(log.close)
+    request.addfinalizer(lambda: stop(proc))
+    return out
+
+
+def run_deployment_and_wait(api: str, name: str, parameters: dict, timeout_s: float = 600) -> dict:
+    dep = rest(api, "GET", f"/deployments/name/{name}")
+    run = rest(api, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
+    deadline = time.monotonic() + timeout_s
+    while True:
+        run = rest(api, "GET", f"/flow_runs/{run['id']}")
+        if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+            return run
+        assert time.monotonic() < deadline, f"{name} still {run['state']['type']} after {timeout_s} s"
+        time.sleep(1)
+
+
+def filter_all(api: str, path: str, body: dict) -> list[dict]:
+    out, offset = [], 0
+    while page := rest(api, "POST", path, json={**body, "limit": 200, "offset": offset}):
+        out += page
+        offset += len(page)
+    return out
+
+
+def max_window(times: list[float], span: float = 60.0) -> int:
+    """The most events in any half-open window of `span` seconds."""
+    times, best, j = sorted(times), 0, 0
+    for i, t in enumerate(times):
+        while times[j] <= t - span:
+            j += 1
+        best = max(best, i - j + 1)
+    return best
+
+
+def test_backfill_on_two_workers_holds_one_rpm(tmp_path, request, s3, server, make_config):
+    started = time.monotonic()
+    api, env = server
+    fs, endpoint = s3
+    seed_bucket(fs, "videos", {f"{p}/{i:03d}.mp4": video("mp4", seconds=1, audio=False, fps=4)
+                               for p in PREFIXES for i in range(PER_PREFIX)})
+    provider = LocalAPI(LocalAPIConfig(api_key=API_KEY, rpm=RPM, latency=(0.02, 0.05), storage_endpoint=endpoint,
+                                       storage_options={"endpoint_url": endpoint}))
+    provider.start()
+    request.addfinalizer(provider.stop)
+    config = make_config(provider, limits={"rpm": RPM, "concurrency": 4, "shared": True})
+    cfg = yaml.safe_load(config.read_text())
+    cfg["output"].update(batch_size=10, flush_rows=20)
+    config.write_text(yaml.safe_dump(cfg))
+
+    logs = [start_worker(n, env, tmp_path, request) for n in ("worker-a", "worker-b")]
+    deadline = time.monotonic() + 60  # the workers create the process pool
+    while not any(w["name"] == POOL for w in rest(api, "POST", "/work_pools/filter", json={})):
+        assert time.monotonic() < deadline, [p.read_text()[-2000:] for p in logs]
+        time.sleep(0.5)
+    deployed = subprocess.run([sys.executable, "-m", "flows.deploy", "--all"], env=env, cwd=ROOT, capture_output=True,
+                              text=True, timeout=180)
+    assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
+    names = {d["name"] for d in rest(api, "POST", "/deployments/filter", json={})}
+    assert {"nightly-summaries", "archive-index", "backfill", "backfill-shard"} <= names
+
+    t0 = time.monotonic()
+    params = {"config": str(config), "prefixes": PREFIXES, "max_parallel": 4, "poll_s": 1.0}
+    run = run_deployment_and_wait(api, "backfill/backfill", params)
+    backfill_s = time.monotonic() - t0
+    assert run["state"]["type"] == "COMPLETED", run["state"]
+
+    # every video ends ok exactly once
+    df = read_ledger(load_config(config).output)
+    ok = df[df.status == "ok"]
+    assert len(df) == len(ok) == ok.request_key.nunique() == ok.source_uri.nunique() == len(PREFIXES) * PER_PREFIX
+
+    # the combined rate, as the provider saw it
+    stats = provider.stats()
+    answered = [t for t, status, _ in stats["timeline"] if status == 200]
+    refused = sum(1 for _, status, _ in stats["timeline"] if status == 429)
+    peak = max_window(answered)
+    share_429 = refused / len(stats["timeline"])
+
+    # both workers took shards
+    shards = filter_all(api, "/flow_runs/filter", {"deployments": {"name": {"any_": ["backfill-shard"]}}})
+    assert len(shards) == len(PREFIXES) and all(s["state_type"] == "COMPLETED" for s in shards)
+    by_worker = Counter()
+    for path in logs:
+        text = path.read_text()
+        by_worker[path.stem] = sum(1 for s in shards if f"submitting flow run '{s['id']}'" in text
+                                   and f"Aborted submission of flow run '{s['id']}'" not in text)
+    assert sum(by_worker.values()) == len(PREFIXES) and all(by_worker.values()), by_worker
+
+    # the operator view: a progress artifact per shard at 100, a totals table per shard, the parent's sum
+    arts = filter_all(api, "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": [s["id"] for s in shards]}}})
+    progress = [a for a in arts if a["type"] == "progress"]
+    assert len(progress) == len(PREFIXES) and all(float(a["data"]) == 100.0 for a in progress)
+    assert sum(a["type"] == "table" for a in arts) == len(PREFIXES)
+    parent = filter_all(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["backfill-test-run"]}}})
+    total_row = yaml.safe_load(parent[0]["data"])[-1]
+    assert total_row["shard"] == "TOTAL" and total_row["ok"] == len(ok) and total_row["shards"] == len(PREFIXES)
+    acquisitions = [m.group(1) for entry in filter_all(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [
+        s["id"] for s in shards]}}}) if (m := re.search(r"vidbatch-\S+-rpm: (.*)", entry["message"]))]
+
+    # a rerun of the backfill finds every shard finished: no new shard run, nothing sent
+    rerun = run_deployment_and_wait(api, "backfill/backfill", params)
+    assert rerun["state"]["type"] == "COMPLETED", rerun["state"]
+    assert len(filter_all(api, "/flow_runs/filter", {"deployments": {"name": {"any_": ["backfill-shard"]}}})) \
+        == len(PREFIXES)
+    assert len(provider.stats()["timeline"]) == len(stats["timeline"])
+
+    print(f"\nscale-out: {len(ok)} videos, {len(PREFIXES)} shards, shards per worker {dict(by_worker)}; "
+          f"max 60 s window {peak} vs limit {RPM} ({peak / RPM:.1%}); 429s {refused}/{len(stats['timeline'])} "
+          f"({share_429:.2%}); backfill {backfill_s:.0f} s, test wall time {time.monotonic() - started:.0f} s")
+    for line in acquisitions:
+        print("  shard acquisitions:", line)
+    assert peak <= RPM * 1.02, (peak, RPM)
+    assert share_429 < 0.01, (refused, len(stats["timeline"]))
