@@ -76,6 +76,13 @@ def run_client(args: dict, prefect_home: Path | None = None, timeout: float = 36
     return json.loads(lines[-1])
 
 
+def settle(api: LocalAPI, timeout: float = 120.0) -> None:
+    """Wait until localapi has no request in flight (a stalled answer the client gave up on still counts)."""
+    deadline = time.monotonic() + timeout
+    while api.stats()["in_flight"] and time.monotonic() < deadline:
+        time.sleep(0.2)
+
+
 def scratch(name: str) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"vidbatch-bench-{name}-"))
 

@@ -80,7 +80,12 @@ def server(tmp_path, request, s3, monkeypatch):
 
 
 def rest(api: str, method: str, path: str, **kw):
-    r = httpx.request(method, api + path, timeout=30, **kw)
+    """One REST call; a 503 (the SQLite server's "database is locked" under load) is tried again."""
+    for attempt in range(6):
+        r = httpx.request(method, api + path, timeout=30, **kw)
+        if r.status_code != 503:
+            break
+        time.sleep(0.5 * (attempt + 1))
     r.raise_for_status()
     return r.json()
 
