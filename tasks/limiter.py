@@ -9,7 +9,9 @@ A request starts once every bound allows it:
   (at most one request's cost behind), so one held-back start does not slow every later one.
 - the window: never more than rpm requests, or tpm tokens, started within any `60 + margin_s`
   seconds. With window "sliding" this is the only rate bound, so the first minute's allowance may
-  be spent at once. The margin absorbs the time between our start and the provider's count.
+  be spent at once. The margin absorbs the time between our start and the provider's count; after
+  a burst that time can be long (the provider queues what it counts), so with "sliding" a request
+  leaves the window 60 s + margin after its answer came back, which is never before it was counted.
 - a pause (a 429's Retry-After), after which pacing ramps from half to the full rate over `ramp_s`.
 - the provider's own account, from its x-ratelimit-remaining/-reset/-limit headers (`observe`).
 
@@ -23,6 +25,7 @@ import asyncio
 import time
 from collections import deque
 from contextlib import asynccontextmanager
+from itertools import islice
 from dataclasses import dataclass
 from typing import AsyncIterator, Awaitable, Callable
 
@@ -39,6 +42,7 @@ class Ticket:
     requests_total: int
     tokens_total: int
     in_window: bool = True
+    end: float | None = None  # when its answer (or failure) came back
 
 
 @dataclass(frozen=True)
@@ -112,7 +116,8 @@ class Limiter:
             if paced:
                 start = max(start, ideal_req)
             if len(self._log) >= self.rpm:
-                start = max(start, self._log[-self.rpm].start + self.span)
+                oldest = islice(self._log, 0, len(self._log) - self.rpm + 1)  # these must have left the window
+                start = max(start, max(map(self._stamp, oldest)) + self.span)
         if self.tpm:
             if paced:
                 start = max(start, ideal_tok)
@@ -143,11 +148,15 @@ class Limiter:
             if excess <= 0:
                 break
             excess -= t.tokens
-            earliest = t.start + self.span
+            earliest = max(earliest, self._stamp(t) + self.span)
         return earliest
 
+    def _stamp(self, t: Ticket) -> float:
+        """When a request counts in the window from: its start, or with "sliding" its answer once it came."""
+        return t.end if self.window == "sliding" and t.end is not None else t.start
+
     def _forget(self, now: float) -> None:
-        while self._log and self._log[0].start <= now - self.span:
+        while self._log and self._stamp(self._log[0]) <= now - self.span:
             t = self._log.popleft()
             t.in_window = False
             self._log_tokens -= t.tokens
@@ -199,6 +208,7 @@ class Limiter:
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[Ticket]:
         """Hold a concurrency slot and wait for this request's start; the body is one request."""
+        ticket = None
         if self._slots:
             await self._slots.acquire()
         try:
@@ -215,5 +225,7 @@ class Limiter:
                 ticket.start = max(ticket.start, self._clock())
             yield ticket
         finally:
+            if ticket is not None:
+                ticket.end = self._clock()
             if self._slots:
                 self._slots.release()

@@ -233,3 +233,34 @@ def test_a_pause_during_the_wait_books_the_start_again_after_it():
 def test_rejects_an_unknown_window():
     with pytest.raises(ValueError, match="smooth"):
         Limiter(window="fixed")
+
+
+def test_sliding_window_frees_a_slot_a_minute_after_the_answer():
+    c = FakeClock()
+    lim = Limiter(rpm=3, window="sliding", margin_s=0.5, clock=c, sleep=c.sleep)
+    tickets = [lim.reserve(1) for _ in range(3)]      # the first minute's allowance at once
+    for t, answered in zip(tickets, (0.5, 2.0, 1.0)):  # the provider counted each before its answer came
+        t.end = answered
+    c.now = 3.0
+    assert [lim.reserve(1).start for _ in range(3)] == [61.0, 62.5, 62.5]
+
+
+def test_smooth_window_counts_from_the_start():
+    c = FakeClock()
+    lim = Limiter(rpm=2, margin_s=0.5, clock=c, sleep=c.sleep)
+    for t in run_at_starts(lim, c, [1, 1]):
+        t.end = t.start + 5.0                        # evenly spaced starts: their answers do not matter
+    assert lim.reserve(1).start == 60.5
+
+
+def test_slot_records_when_the_answer_came():
+    c = FakeClock()
+    lim = Limiter(rpm=60, window="sliding", clock=c, sleep=c.sleep)
+
+    async def main():
+        async with lim.slot(1) as ticket:
+            c.now += 1.5                              # the request takes 1.5 s
+        return ticket
+
+    ticket = asyncio.run(main())
+    assert (ticket.start, ticket.end) == (0.0, 1.5)
