@@ -116,16 +116,24 @@ def run_flow(a: dict) -> dict:
         call = mod.summarize.fn
     else:
         call = mod.summarize
-    called = time.time()
-    result = asyncio.run(call(config=a["config"]))
-    ended = time.time()
+    from contextlib import nullcontext
+
+    from flows.prefect_api import prefect_api
+
+    server_t = time.time()
+    # as `vidbatch run` does: a Prefect server in a child process unless one is configured
+    with nullcontext() if a.get("no_prefect") else prefect_api():
+        called = time.time()
+        result = asyncio.run(call(config=a["config"]))
+        ended = time.time()
     server_cpu = descendants_cpu_s()
     from tasks.config import load_config
     from tasks.ledger import read_ledger
 
     df = read_ledger(load_config(a["config"]).output)
     ok = df[df.status == "ok"]
-    return {**marks.report(), "import_s": imported - a["spawned_at"], "called_t": called, "ended_t": ended,
+    return {**marks.report(), "import_s": imported - a["spawned_at"], "server_start_s": None if a.get("no_prefect") else called - server_t,
+            "called_t": called, "ended_t": ended,
             "ok": int((df.status == "ok").sum()), "error": int((df.status != "ok").sum()), "rows": len(df),
             "keys": int(df.request_key.nunique()), "dup_ok": int(len(ok) - ok.request_key.nunique()),
             "attempts_mean": float(df.attempts.mean()), "attempts_max": int(df.attempts.max()),

@@ -165,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         return cmd_localapi(args, rest)
     if rest:
         parser.error(f"unrecognized arguments: {' '.join(rest)}")
-    return {"run": cmd_run, "demo": cmd_demo, "compact": cmd_compact, "generate": cmd_generate, "index": cmd_index,
-            "report": cmd_report}[args.command](args)
+    command = {"run": cmd_run, "demo": cmd_demo, "compact": cmd_compact, "generate": cmd_generate, "index": cmd_index,
+               "report": cmd_report}[args.command]
+    if args.command in ("compact", "report"):  # no flow: no Prefect API needed
+        return command(args)
+    from flows.prefect_api import prefect_api
+
+    with prefect_api():
+        return command(args)
 
 
 if __name__ == "__main__":

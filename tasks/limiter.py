@@ -196,8 +196,19 @@ class Limiter:
         """Steer by a provider's account after `ticket`'s request: `remaining` more until it is full again in `reset_s`.
 
         Without a `limit` header the configured rpm/tpm stands in; without either, nothing more goes until the reset.
+        An account that shows no more use than our own window holds changes nothing (and drops an older one).
         """
         limit = limit or (self.rpm if kind == "requests" else self.tpm)
+        if limit:
+            self._forget(self._clock())
+            ours = len(self._log) if kind == "requests" else self._log_tokens
+            if limit - remaining <= ours:
+                # The provider counts no more than we started within our window (which holds every request
+                # it can still count): nobody else draws on this limit, and our window already keeps to it.
+                # Its reset is when the whole window is empty again, which read as a steady refill would
+                # slow a sliding window's second minute to the smooth pace.
+                self._allowance.pop(kind, None)
+                return
         total = ticket.requests_total if kind == "requests" else ticket.tokens_total
         rate = (limit - remaining) / reset_s if limit and reset_s > 0 and limit > remaining else 0.0
         seen = Allowance(ticket.start, total + max(0.0, remaining), rate, self._clock() + max(0.0, reset_s))

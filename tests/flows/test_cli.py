@@ -108,3 +108,27 @@ def test_localapi_command_serves_offline_provider():
         proc.terminate()
         out = proc.communicate(timeout=10)[0]
     assert "OFFLINE" in out
+
+
+def test_without_a_prefect_api_a_run_starts_its_own_server_in_a_child_process_and_stops_it(local_run, tmp_path):
+    config, _ = local_run
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # a fresh home: the server builds its database first
+    script = ("import sys, runpy; sys.argv = ['vidbatch', 'run', sys.argv[1], '--quiet']\n"
+              "from flows.cli import main\n"
+              "code = main(sys.argv[1:])\n"
+              "print('server modules in the run:', sorted(m for m in sys.modules if m.startswith('prefect.server.api')))\n"
+              "import os; print('api after:', os.environ.get('PREFECT_API_URL'))\n"
+              "from pathlib import Path\n"
+              "kids = [d.name for d in Path('/proc').iterdir() if d.name.isdigit() and (d / 'stat').exists()\n"
+              "        and (d / 'stat').read_text().rsplit(')', 1)[1].split()[1] == str(os.getpid())]\n"
+              "print('children left:', kids)\n"
+              "sys.exit(code)")
+    done = subprocess.run([sys.executable, "-c", script, str(config)], capture_output=True, text=True, env=env,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "ok                       2" in done.stdout
+    assert "server modules in the run: []" in done.stdout  # the server lives in the child only
+    assert "api after: None" in done.stdout
+    assert "children left: []" in done.stdout  # the server was stopped and reaped
+    assert (tmp_path / "prefect-home" / "prefect.db").exists()  # ...after it recorded the run

@@ -264,3 +264,22 @@ def test_slot_records_when_the_answer_came():
 
     ticket = asyncio.run(main())
     assert (ticket.start, ticket.end) == (0.0, 1.5)
+
+
+def test_headers_that_agree_with_our_own_window_do_not_slow_a_sliding_window():
+    c = FakeClock()
+    lim = Limiter(rpm=4, window="sliding", margin_s=0.0, clock=c, sleep=c.sleep)
+    tickets = [lim.reserve(1) for _ in range(4)]           # the first minute's allowance at once
+    for t in tickets:
+        t.end = 1.0
+    c.now = 1.0
+    lim.observe(tickets[-1], "requests", remaining=0, reset_s=60, limit=4)  # only our four count: nothing new
+    assert [lim.reserve(1).start for _ in range(4)] == [61.0] * 4          # not a refill of 1 per 15 s
+
+
+def test_headers_that_show_someone_else_using_the_limit_slow_us_down():
+    c = FakeClock()
+    lim = Limiter(rpm=600, clock=c, sleep=c.sleep)                # our own pace: one per 0.1 s
+    t = lim.reserve(1)
+    lim.observe(t, "requests", remaining=0, reset_s=60, limit=60)  # 60 used, one of them ours
+    assert lim.reserve(1).start == pytest.approx(1.0)             # refilling 1/s from t's start

@@ -1,0 +1,104 @@
+"""A Prefect API for a command run on its own: the configured one, or a temporary server in a child process.
+
+Without PREFECT_API_URL, Prefect 3.8 starts a temporary server in a subprocess too, but to do so it imports
+its whole server (FastAPI, SQLAlchemy, the models and services) into the flow's own process: ~80 MB of the
+run's memory that the run never uses. This starts the same server (`uvicorn` on Prefect's `create_app`
+factory, UI off, ephemeral settings, as Prefect's SubprocessASGIServer does) without importing it here,
+points this process and its children at it, and stops it when the command ends.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from typing import Iterator
+
+import httpx
+
+PORT_IN_USE = 3  # uvicorn's exit code when it could not bind
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _start(port: int) -> subprocess.Popen:
+    import prefect
+    from prefect.settings import get_current_settings
+
+    env = {**os.environ, "PREFECT_UI_ENABLED": "0", "PREFECT__SERVER_EPHEMERAL": "1", "PREFECT__SERVER_FINAL": "1",
+           **get_current_settings().to_environment_variables(exclude_unset=True)}
+    env.pop("PREFECT_API_URL", None)
+    return subprocess.Popen(
+        [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
+         "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
+         "--lifespan", "on"], env=env, stdin=subprocess.DEVNULL)
+
+
+def start_temporary_server(timeout_s: float | None = None) -> tuple[subprocess.Popen, str]:
+    """Start a temporary Prefect server in a child process; (process, API URL) once it answers /health.
+
+    It waits PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS but at least 60 s: a fresh PREFECT_HOME builds
+    its database first, which on a busy two-core machine can take longer than Prefect's 20 s default."""
+    from prefect.settings import PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS
+
+    timeout_s = timeout_s or max(60.0, PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS.value())
+    port = _free_port()
+    proc = _start(port)
+    deadline = time.monotonic() + timeout_s
+    with httpx.Client(timeout=5) as http:
+        while True:
+            code = proc.poll()
+            if code == PORT_IN_USE:  # taken between our check and its bind: another port
+                port = _free_port()
+                proc = _start(port)
+            elif code is not None:
+                raise RuntimeError(f"the temporary Prefect server exited with code {code} before it answered")
+            try:
+                if http.get(f"http://127.0.0.1:{port}/api/health").status_code == 200:
+                    return proc, f"http://127.0.0.1:{port}/api"
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                stop(proc)
+                raise RuntimeError(f"the temporary Prefect server did not answer within {timeout_s:.0f} s "
+                                   "(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS)")
+            time.sleep(0.1)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+@contextmanager
+def prefect_api() -> Iterator[str | None]:
+    """Within: PREFECT_API_URL names a server (the configured one, or a temporary one this starts)."""
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, temporary_settings
+
+    configured = PREFECT_API_URL.value()
+    if configured or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():
+        yield configured  # with neither, Prefect's own error says what to set
+        return
+    proc, url = start_temporary_server()
+    before = os.environ.get("PREFECT_API_URL")
+    os.environ["PREFECT_API_URL"] = url  # children (a worker's subprocesses, our own) use it too
+    try:
+        with temporary_settings({PREFECT_API_URL: url}):
+            yield url
+    finally:
+        if before is None:
+            os.environ.pop("PREFECT_API_URL", None)
+        else:
+            os.environ["PREFECT_API_URL"] = before
+        stop(proc)
