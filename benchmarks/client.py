@@ -126,7 +126,7 @@ def run_flow(a: dict) -> dict:
         called = time.time()
         result = asyncio.run(call(config=a["config"]))
         ended = time.time()
-    server_cpu = descendants_cpu_s()
+        server_cpu = descendants_cpu_s()  # while the temporary server still runs
     from tasks.config import load_config
     from tasks.ledger import read_ledger
 
