@@ -14,6 +14,7 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.operator import BatchProgress
 from flows.summarize import call_batch, dry_run_line, plan_batch
 from tasks.body import ByteBudget
 from tasks.config import load_index_config, parse_when
@@ -27,6 +28,7 @@ from tasks.plan import pending_batches, run_window, unfinished
 from tasks.prepare import Scratch, scratch_prefix
 from tasks.progress import Progress, RunTotals, current_progress, set_progress
 from tasks.provider import open_provider
+from tasks.quota import shared_permits
 
 
 @task(name="index-videos", cache_policy=NO_CACHE, persist_result=False)
@@ -71,7 +73,8 @@ async def index(config: str, since: str | None = None, until: str | None = None,
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
     writer = LedgerWriter(cfg.output, run_id) if not dry_run else None
     budget, scratch = ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
-    async with (nullcontext() if dry_run else open_provider(cfg)) as client:
+    board, permits = await BatchProgress.start(cfg.job), None if dry_run else await shared_permits(cfg.provider)
+    async with (nullcontext() if dry_run else open_provider(cfg, permits=permits)) as client:
         for batch in pending_batches(objs, cfg, finished_sources(state, done), totals, limit):
             items = unfinished(plan_batch(fs, batch, cfg), done, totals)
             totals.planned += len(items)
@@ -81,6 +84,7 @@ async def index(config: str, since: str | None = None, until: str | None = None,
                 continue
             await call_batch(items, client, fs, cfg, run_id, totals, writer, budget, scratch, check=indexer.check)
             log.info("batch done: %s", totals.line())
+            await board.update(totals)
         if writer:
             writer.flush()  # the answers are in the ledger: entries and summaries are made from it
             for todos in indexer.todo(done, cfg.output.batch_size):
@@ -93,6 +97,10 @@ async def index(config: str, since: str | None = None, until: str | None = None,
             write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
     totals.skipped_discover = dict(found.skipped)
     current_progress().close(totals)
+    if permits is not None:
+        await permits.close()
+        log.info("shared limit: %s", permits.summary())
+    await board.update(totals, final=True)
     result = {"run_id": run_id, "output": indexer.config.output.url, "ledger": cfg.output.url,
               "index": indexer.entries_output.url, "since": window.since and window.since.isoformat(),
               **totals.as_dict(), "entries": entries, "planned": planned}

@@ -333,6 +333,10 @@ class ProviderClient:
 
     async def __aexit__(self, *exc) -> None:
         await self._http.aclose()
+        lim = self.limiter
+        if lim.pauses or lim.header_holds:
+            log.info("pacing: %d pause(s) for a 429's Retry-After; the provider's x-ratelimit headers held the pace "
+                     "%d time(s) (its account showed more use than this run's own)", lim.pauses, lim.header_holds)
 
     async def send(self, body: dict | RequestBody, estimated_tokens: int, request_key: str) -> CallResult:
         """Send one request with retries; never raises a ProviderError, returns it in the result.

@@ -212,6 +212,11 @@ def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     return list(model.model_fields)
 
 
+# top-level keys that belong to another command's config: named in the error when a run meets them
+COMMAND_FOR_KEY = {"index": "vidbatch index", "prompts": "vidbatch generate", "images": "vidbatch generate",
+                   "poll": "vidbatch generate"}
+
+
 def _describe(exc: ValidationError, origin_of, model: type[BaseModel] | None = None) -> str:
     model = model or RunConfig
     lines = []
@@ -220,7 +225,9 @@ def _describe(exc: ValidationError, origin_of, model: type[BaseModel] | None = N
         where = f"{origin_of(loc)}: {_locate(loc) or '(top level)'}"
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(model, loc))
-            lines.append(f"{where}: unknown key; allowed keys here: {allowed}")
+            hint = COMMAND_FOR_KEY.get(loc[0]) if len(loc) == 1 else None
+            lines.append(f"{where}: unknown key; allowed keys here: {allowed}"
+                         + (f" (a config with `{loc[0]}:` is for `{hint}`)" if hint else ""))
         elif err["type"] == "missing":
             lines.append(f"{where}: required key is missing")
         else:

@@ -89,6 +89,7 @@ class Limiter:
         self._requests_total = self._tokens_total = 0
         self._allowance: dict[str, Allowance] = {}
         self._slots = asyncio.Semaphore(concurrency) if concurrency else None
+        self.pauses = self.header_holds = 0  # 429 pauses taken; provider accounts that held the pace
         self._turn = asyncio.Lock()
 
     @property
@@ -176,6 +177,7 @@ class Limiter:
     def pause(self, seconds: float) -> None:
         """Hold every new start for `seconds` (a provider's Retry-After), then ramp back to the full rate."""
         until = self._clock() + max(0.0, seconds)
+        self.pauses += 1
         if until > self._paused_until:
             self._paused_until = self._ramp_from = until
             self._tat_req, self._tat_tok = max(self._tat_req, until), max(self._tat_tok, until)
@@ -215,6 +217,7 @@ class Limiter:
         old = self._allowance.get(kind)
         if old is None or seen.anchor >= old.anchor:
             self._allowance[kind] = seen
+            self.header_holds += 1
 
     @asynccontextmanager
     async def slot(self, tokens: int) -> AsyncIterator[Ticket]:

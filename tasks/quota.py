@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import os
 import re
 import time
 from collections import deque
@@ -189,11 +190,15 @@ class Permits:
 # -- the Prefect server side ------------------------------------------------------------------------------
 
 
+TEMPORARY_API_ENV = "VIDBATCH_TEMPORARY_PREFECT_API"  # set by flows.prefect_api to the server it started
+
+
 def on_prefect_server() -> bool:
     """True when runs report to a configured Prefect server (not a temporary one started for the run)."""
     from prefect.settings import PREFECT_API_URL
 
-    return bool(PREFECT_API_URL.value())
+    url = PREFECT_API_URL.value()
+    return bool(url) and url != os.environ.get(TEMPORARY_API_ENV)
 
 
 async def ensure_shared_limits(provider: ProviderConfig) -> list[SharedLimit]:

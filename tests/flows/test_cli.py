@@ -131,4 +131,29 @@ def test_without_a_prefect_api_a_run_starts_its_own_server_in_a_child_process_an
     assert "server modules in the run: []" in done.stdout  # the server lives in the child only
     assert "api after: None" in done.stdout
     assert "children left: []" in done.stdout  # the server was stopped and reaped
+    assert "Error logging to API" not in done.stderr  # ...after the run's last logs reached it
     assert (tmp_path / "prefect-home" / "prefect.db").exists()  # ...after it recorded the run
+
+
+def test_the_temporary_server_goes_when_its_command_is_killed(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
+    env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
+    script = ("import os, sys, time\n"
+              "from flows.prefect_api import prefect_api\n"
+              "with prefect_api() as url:\n"
+              "    print(url, flush=True)\n"
+              "    time.sleep(600)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, env=env)
+    url = proc.stdout.readline().strip()
+    assert httpx.get(url + "/health", timeout=10).status_code == 200
+    proc.kill()  # SIGKILL: no finally, no atexit
+    proc.wait()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            httpx.get(url + "/health", timeout=2)
+        except httpx.TransportError:
+            break
+        time.sleep(0.2)
+    else:
+        pytest.fail(f"the temporary server at {url} outlived its command")

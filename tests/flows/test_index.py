@@ -152,6 +152,21 @@ def test_surveillance_clips_packed_per_camera_hour(s3, localapi, index_config):
         assert needle not in at_rest
 
 
+def test_index_takes_the_providers_shared_limit_like_summarize(s3, localapi, index_config):
+    from tasks.config import load_index_config as load
+    from tasks.quota import limit_name
+    from tests.flows.conftest import prefect_api
+
+    fs, _ = s3
+    seed_bucket(fs, "videos", {f"cam01/2026/11/21/08/{n}.mp4": video("mp4", seconds=2, audio=False) for n in "ab"})
+    config = index_config("surveillance", limits={"rpm": 600, "concurrency": 2, "shared": True})
+    result = run(config)
+    assert (result["ok"], result["error"]) == (2, 0)
+    name = limit_name(load(config).provider.name, "rpm")
+    made = prefect_api("GET", f"/v2/concurrency_limits/{name}")  # created from the profile by the index run
+    assert made["limit"] > 0 and made["slot_decay_per_second"] > 0
+
+
 def test_schema_stated_in_the_prompt_where_the_profile_says_so(s3, localapi, index_config):
     fs, _ = s3
     seed_bucket(fs, "videos", {"lectures/a.mp4": video("mp4", seconds=6)})

@@ -41,6 +41,12 @@ def test_unknown_key_names_file_path_and_allowed_keys(tmp_path):
     assert str(p) in msg and "source.inclde: unknown key" in msg and "include" in msg and "storage_options" in msg
 
 
+def test_an_index_config_given_to_run_names_the_command_it_is_for(tmp_path):
+    p = write(tmp_path, BASE + "index: {kind: lectures}\n")
+    with pytest.raises(ConfigError, match=r"index: unknown key; .*\(a config with `index:` is for `vidbatch index`\)"):
+        load_config(p)
+
+
 def test_wrong_type_and_bad_choice(tmp_path):
     p = write(tmp_path, BASE.replace("{profile: localapi-openai}",
                                      "{profile: localapi-openai, limits: {rpm: lots}, delivery: carrier-pigeon}"))
