@@ -132,7 +132,8 @@ def run_flow(a: dict) -> dict:
 
     df = read_ledger(load_config(a["config"]).output)
     ok = df[df.status == "ok"]
-    return {**marks.report(), "import_s": imported - a["spawned_at"], "server_start_s": None if a.get("no_prefect") else called - server_t,
+    server_start = None if a.get("no_prefect") else called - server_t
+    return {**marks.report(), "import_s": imported - a["spawned_at"], "server_start_s": server_start,
             "called_t": called, "ended_t": ended,
             "ok": int((df.status == "ok").sum()), "error": int((df.status != "ok").sum()), "rows": len(df),
             "keys": int(df.request_key.nunique()), "dup_ok": int(len(ok) - ok.request_key.nunique()),
