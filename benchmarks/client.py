@@ -80,7 +80,7 @@ class Marks:
 
 
 def run_flow(a: dict) -> dict:
-    from tasks.progress import Progress, set_progress
+    from flows.cli.console import Progress, set_progress
 
     marks = Marks(a["n"])
 
@@ -118,7 +118,7 @@ def run_flow(a: dict) -> dict:
         call = mod.summarize
     from contextlib import nullcontext
 
-    from flows.prefect_api import prefect_api
+    from flows.prefect.api import prefect_api
 
     server_t = time.time()
     # as `vidbatch run` does: a Prefect server in a child process unless one is configured
@@ -127,8 +127,8 @@ def run_flow(a: dict) -> dict:
         result = asyncio.run(call(config=a["config"]))
         ended = time.time()
         server_cpu = descendants_cpu_s()  # while the temporary server still runs
-    from tasks.config import load_config
-    from tasks.ledger import read_ledger
+    from tasks.config.load import load_config
+    from tasks.record.ledger import read_ledger
 
     df = read_ledger(load_config(a["config"]).output)
     ok = df[df.status == "ok"]
@@ -153,7 +153,12 @@ def payload(path: Path, url: str | None) -> dict:
 def run_naive(a: dict) -> dict:
     """asyncio.gather over every item, a semaphore, tenacity retries on 429/5xx/transport errors."""
     import httpx
-    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
+    from tenacity import (
+        retry,
+        retry_if_exception_type,
+        stop_after_attempt,
+        wait_exponential_jitter,
+    )
 
     files = sorted(Path(a["source"]).glob("*.mp4"))[: a["n"]]
     marks, outcome, attempts = Marks(len(files)), Counter(), Counter()

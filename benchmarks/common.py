@@ -24,7 +24,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from localapi import LocalAPI, LocalAPIConfig  # noqa: E402
-from tasks.samples import SampleSpec, sample_bytes  # noqa: E402
+from localapi.samples import SampleSpec, sample_bytes  # noqa: E402
 
 API_KEY = "bench-key-not-a-secret"
 MODEL = "google/gemini-2.5-flash"

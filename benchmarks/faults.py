@@ -17,8 +17,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (make_bucket, median_rows, print_table, run_client, scratch, settle,  # noqa: E402
-                               start_api, write_config)
+from benchmarks.common import (  # noqa: E402
+    make_bucket,
+    median_rows,
+    print_table,
+    run_client,
+    scratch,
+    settle,
+    start_api,
+    write_config,
+)
 
 KINDS = ("429", "500", "502", "502html", "503", "504", "drop", "stall", "malformed")
 FIGURES = {"items ok": "d", "items error": "d", "items lost": "d", "attempts per item": ".3f",

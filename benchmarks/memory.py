@@ -74,7 +74,7 @@ RSS_WRAPPER = r'''
 import resource, runpy, sys, atexit, json
 atexit.register(lambda: print("PEAK_RSS_MB " + json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), file=sys.stderr))
 sys.argv = ["vidbatch"] + sys.argv[1:]
-from flows.cli import main
+from flows.cli.main import main
 raise SystemExit(main())
 '''
 

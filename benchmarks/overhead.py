@@ -22,8 +22,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (make_bucket, median_rows, middle_rate, print_table, run_client, scratch,  # noqa: E402
-                               start_api, write_config)
+from benchmarks.common import (  # noqa: E402
+    make_bucket,
+    median_rows,
+    middle_rate,
+    print_table,
+    run_client,
+    scratch,
+    start_api,
+    write_config,
+)
 
 FIGURES = {"steady requests/s": ".1f", "ratio to bare loop": ".3f", "process start-up s": ".2f",
            "Prefect server start-up s": ".2f", "call to first request s": ".2f", "client CPU per item ms": ".3f", "Prefect share of client CPU %": ".1f",

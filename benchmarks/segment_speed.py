@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tasks.media import probe  # noqa: E402
-from tasks.samples import SampleSpec, write_sample  # noqa: E402
-from tasks.segment import cut, keyframe_times, plan_segments  # noqa: E402
+from localapi.samples import SampleSpec, write_sample  # noqa: E402
+from tasks.media.probe import probe  # noqa: E402
+from tasks.media.segment import cut, keyframe_times, plan_segments  # noqa: E402
 
 
 def lecture(cache: Path, minutes: float, fps: int, width: int, height: int) -> Path:

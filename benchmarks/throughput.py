@@ -20,8 +20,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (make_bucket, median_rows, print_table, responses, run_client, scratch,  # noqa: E402
-                               start_api, steady_rate, write_config)
+from benchmarks.common import (  # noqa: E402
+    make_bucket,
+    median_rows,
+    print_table,
+    responses,
+    run_client,
+    scratch,
+    start_api,
+    steady_rate,
+    write_config,
+)
 
 FIGURES = {"achieved/limit (steady)": ".4f", "achieved/limit (whole run)": ".4f", "time to finish s": ".1f",
            "429 share %": ".3f",

@@ -20,9 +20,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (allowance_spent_at, make_bucket, max_window, median_rows, print_table,  # noqa: E402
-                               responses, run_client, scratch, start_api, write_config)
-from tasks.samples import SampleSpec  # noqa: E402
+from benchmarks.common import (  # noqa: E402
+    allowance_spent_at,
+    make_bucket,
+    max_window,
+    median_rows,
+    print_table,
+    responses,
+    run_client,
+    scratch,
+    start_api,
+    write_config,
+)
+from localapi.samples import SampleSpec  # noqa: E402
 
 SPECS = [SampleSpec(seconds=s, scene_seconds=1, width=64, height=48, fps=4, audio=a)
          for s, a in ((2, False), (3, True), (4, False), (6, True), (5, False), (2, True))]

@@ -1,5 +1,5 @@
 """Prefect flows: the thin wiring around tasks/."""
 
-from flows.process import tune_memory
+from flows.prefect.process import tune_memory
 
 tune_memory()

@@ -8,11 +8,11 @@ from prefect import flow, get_run_logger
 from prefect.client.orchestration import get_client
 from prefect.deployments import arun_deployment
 
-from flows.operator import child_totals, publish_backfill
-from tasks.config import load_config
+from flows.prefect.artifacts import child_totals, publish_backfill
+from flows.prefect.shared_limits import ensure_shared_limits, on_prefect_server
+from tasks.config.load import load_config
 from tasks.errors import VidbatchError
-from tasks.quota import ensure_shared_limits, on_prefect_server
-from tasks.shards import Shard, config_digest, plan_shards
+from tasks.plan.shards import Shard, config_digest, plan_shards
 
 SHARD_DEPLOYMENT = "summarize/backfill-shard"
 RERUN_STATES = {"FAILED", "CRASHED", "CANCELLED"}

@@ -13,13 +13,22 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
+from flows.cli.console import Progress, current_progress, set_progress
 from flows.summarize import summarize
-from tasks.config import GenerateConfig, load_generate_config
+from tasks.config.generate import GenerateConfig
+from tasks.config.load import load_generate_config
 from tasks.errors import VidbatchError
-from tasks.generate import (GenerateTotals, Generation, Generator, GenerationsTable, Recorder, Work, check_chain,
-                            open_generation_client, plan_work, with_overrides)
-from tasks.progress import Progress, current_progress, set_progress
-from tasks.promptlist import Prompt, load_prompts
+from tasks.generate.generator import (
+    GenerateTotals,
+    Generator,
+    Work,
+    check_chain,
+    open_generation_client,
+    plan_work,
+    with_overrides,
+)
+from tasks.generate.prompts import Prompt, load_prompts
+from tasks.generate.table import Generation, GenerationsTable, Recorder
 
 
 @task(name="read-prompts", cache_policy=NO_CACHE, persist_result=False)
@@ -76,7 +85,7 @@ async def generate(config: str, retry_failed: bool = False, deadline_s: float | 
             "summarize": chained}
 
 
-def print_summary(result: dict, out=sys.stdout) -> None:
+def print_generate_summary(result: dict, out=sys.stdout) -> None:
     keys = ["prompts", "submitted", "resumed", "completed", "failed", "in_progress", "skipped_completed",
             "skipped_failed", "held_by_limit", "output_bytes", "wall_time_s"]
     width = max(len(k) for k in keys + ["generations"])
@@ -120,6 +129,6 @@ def cli(args: argparse.Namespace) -> int:
         print(f"dry run: nothing is sent; would submit {result['to_submit']} prompts and poll {result['resumed']} "
               f"tasks ({result['skipped_completed']} already completed, {result['skipped_failed']} failed before)")
         return 0
-    print_summary(result)
+    print_generate_summary(result)
     return exit_status(result)
 

@@ -14,21 +14,27 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from flows.operator import BatchProgress
+from flows.cli.console import Progress, current_progress, set_progress
+from flows.prefect.artifacts import BatchProgress
+from flows.prefect.shared_limits import shared_permits
 from flows.summarize import call_batch, dry_run_line, plan_batch
-from tasks.body import ByteBudget
-from tasks.config import load_index_config, parse_when
-from tasks.discover import DiscoverStats, iter_objects, open_source
-from tasks.delivery import check_delivery
+from tasks.call.provider import open_provider
+from tasks.config.load import load_index_config
+from tasks.config.run import parse_when
+from tasks.discover.listing import DiscoverStats, iter_objects, open_source
 from tasks.errors import VidbatchError
-from tasks.index import Indexer, VideoTodo, write_entries
-from tasks.ledger import (LedgerWriter, Watermark, finished_keys, finished_sources, latest_state, now_utc,
-                          recover_journal, write_watermark)
-from tasks.plan import pending_batches, run_window, unfinished
-from tasks.prepare import Scratch, scratch_prefix
-from tasks.progress import Progress, RunTotals, current_progress, set_progress
-from tasks.provider import open_provider
-from tasks.quota import shared_permits
+from tasks.index.entries import write_entries
+from tasks.index.indexer import Indexer, VideoTodo
+from tasks.plan.batches import pending_batches, run_window
+from tasks.plan.items import unfinished
+from tasks.prepare.body import ByteBudget
+from tasks.prepare.delivery import check_delivery
+from tasks.prepare.transform import Scratch, scratch_prefix
+from tasks.record.journal import LedgerWriter, recover_journal
+from tasks.record.ledger import finished_keys, finished_sources, latest_state
+from tasks.record.tables import now_utc
+from tasks.record.totals import RunTotals
+from tasks.record.watermark import Watermark, write_watermark
 
 
 @task(name="index-videos", cache_policy=NO_CACHE, persist_result=False)
@@ -110,7 +116,7 @@ async def index(config: str, since: str | None = None, until: str | None = None,
 
 def cli(args: argparse.Namespace) -> int:
     """`vidbatch index CONFIG ...`: exit 0 all ok, 1 some item in error, 2 config or source wrong."""
-    from flows.cli import _print_plan, _print_summary
+    from flows.cli.console import print_plan, print_summary
 
     try:
         load_index_config(args.config)  # fail on a bad config before Prefect starts
@@ -127,9 +133,9 @@ def cli(args: argparse.Namespace) -> int:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        _print_plan(result["planned"])
+        print_plan(result["planned"])
         print(f"total estimated prompt tokens: {result['estimated_prompt_tokens']:,} "
               f"for {len(result['planned'])} requests")
-    _print_summary({**result, "output": result["ledger"]})
+    print_summary({**result, "output": result["ledger"]})
     print(f"  entries written  {result['entries']:,} to {result['index']}")
     return 1 if result["error"] else 0

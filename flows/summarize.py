@@ -12,20 +12,25 @@ from prefect.artifacts import acreate_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
-from tasks.call import call_items
-from tasks.config import RunConfig, load_config
-from tasks.delivery import check_delivery
-from tasks.discover import DiscoverStats, iter_objects, open_source
-from tasks.body import ByteBudget
-from tasks.ledger import (LedgerWriter, Watermark, finished_keys, finished_sources, latest_state, now_utc,
-                          recover_journal, write_watermark)
-from tasks.plan import pending_batches, plan_items, run_window, unfinished
-from tasks.prepare import Scratch, scratch_prefix
-from tasks.progress import RunTotals, current_progress
-from tasks.provider import open_provider
-from tasks.quota import shared_permits
-from tasks.shards import with_prefix
-from flows.operator import BatchProgress
+from flows.cli.console import current_progress
+from flows.prefect.artifacts import BatchProgress
+from flows.prefect.shared_limits import shared_permits
+from tasks.call.provider import open_provider
+from tasks.call.send import call_items
+from tasks.config.load import load_config
+from tasks.config.run import RunConfig
+from tasks.discover.listing import DiscoverStats, iter_objects, open_source
+from tasks.plan.batches import pending_batches, run_window
+from tasks.plan.items import plan_items, unfinished
+from tasks.plan.shards import with_prefix
+from tasks.prepare.body import ByteBudget
+from tasks.prepare.delivery import check_delivery
+from tasks.prepare.transform import Scratch, scratch_prefix
+from tasks.record.journal import LedgerWriter, recover_journal
+from tasks.record.ledger import finished_keys, finished_sources, latest_state
+from tasks.record.tables import now_utc
+from tasks.record.totals import RunTotals
+from tasks.record.watermark import Watermark, write_watermark
 
 
 @task(name="plan-batch", cache_policy=NO_CACHE, persist_result=False)

@@ -23,10 +23,11 @@ import time
 import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from urllib.parse import urlsplit
 
 from localapi.dialects import ApiError, invalid
+from localapi.http import Reply, authorize, fault_reply
 from localapi.sources import SourceError, fetch_http, origin, same_origin
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
@@ -130,19 +131,17 @@ class LumaService:
     # -- requests ---------------------------------------------------------------------------------------------
 
     def respond(self, method: str, path: str, headers, body: bytes):
-        from localapi.server import Reply  # the server imports this module: resolve its Reply lazily
-
         try:
             if path == "/_localapi/luma/stats" and method == "GET":
                 return Reply.json(200, self.stats())
             if path == "/_localapi/luma/config" and method == "POST":
-                return self._configure(Reply, body)
+                return self._configure(body)
             if path == "/luma/generations" and method == "POST":
-                return self._gate(Reply, headers) or self._create(Reply, headers, body)
+                return self._gate(headers) or self._create(headers, body)
             if path.startswith("/luma/generations/") and method == "GET":
-                return self._gate(Reply, headers) or self._get(Reply, path.removeprefix("/luma/generations/"))
+                return self._gate(headers) or self._get(path.removeprefix("/luma/generations/"))
             if path.startswith("/luma/files/") and path.endswith(".mp4") and method == "GET":
-                return self._file(Reply, path.removeprefix("/luma/files/").removesuffix(".mp4"))
+                return self._file(path.removeprefix("/luma/files/").removesuffix(".mp4"))
         except ApiError as exc:
             if exc.status == 400:
                 with self._lock:
@@ -150,24 +149,24 @@ class LumaService:
             return Reply.error(exc)
         return Reply.error(ApiError(404, f"localapi has no route {method} {path[:100]}", code="not_found"))
 
-    def _gate(self, Reply, headers):
+    def _gate(self, headers):
         """Auth, the rpm window and injected faults, as for chat requests; a Reply when the request stops here."""
         cfg = self.api.config
-        self.api._authorize(headers, cfg)
-        self.api._admit(0, cfg)
-        fault = self.api._next_fault(cfg)
+        authorize(headers, cfg)
+        self.api.admit(0, cfg)
+        fault = self.api.next_fault(cfg)
         if fault == "ok":
             return None
         with self._lock:
             self._stats["faults"][fault] += 1
         if fault == "stall":
-            self.api._stopping.wait(cfg.stall_s)
+            self.api.stopping.wait(cfg.stall_s)
             return None
         if fault == "malformed":
             return Reply(200, b'{"id": "', content_type="application/json")
-        return self.api._fault_reply(fault, cfg)
+        return fault_reply(fault, cfg)
 
-    def _configure(self, Reply, body: bytes):
+    def _configure(self, body: bytes):
         try:
             changes = json.loads(body or b"{}")
             if not isinstance(changes, dict):
@@ -177,11 +176,11 @@ class LumaService:
             raise invalid(str(exc), None, "invalid_config") from None
         return Reply.json(200, {"luma": asdict(new)})
 
-    def _create(self, Reply, headers, body: bytes):
+    def _create(self, headers, body: bytes):
         request = self.validate(body)
         prompt, ratio = request["user_prompt"], request.get("aspect_ratio") or DEFAULT_ASPECT_RATIO
         now = self.clock()
-        created_at = datetime.fromtimestamp(now, timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        created_at = datetime.fromtimestamp(now, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self._lock:
             self._stats["submitted"] += 1
             self._stats["by_prompt"][prompt[:200]] += 1
@@ -193,7 +192,7 @@ class LumaService:
         return Reply.json(200, {"id": task.id, "state": self.state(task), "created_at": created_at,
                                 "request": {"prompt": prompt, "aspect_ratio": ratio}})
 
-    def _get(self, Reply, task_id: str):
+    def _get(self, task_id: str):
         with self._lock:
             task = self._tasks.get(task_id)
             self._stats["polls"] += 1
@@ -213,7 +212,7 @@ class LumaService:
             answer["assets"] = {"video": url}
         return Reply.json(200, answer)
 
-    def _file(self, Reply, task_id: str):
+    def _file(self, task_id: str):
         with self._lock:
             task = self._tasks.get(task_id)
         if task is None or self.state(task) != "completed":
@@ -232,7 +231,7 @@ class LumaService:
 
     def clip(self, aspect_ratio: str) -> bytes:
         """A small real mp4 for an aspect ratio, made once with tasks.samples."""
-        from tasks.samples import SampleSpec, sample_bytes
+        from localapi.samples import SampleSpec, sample_bytes
 
         width, height = FRAME_SIZES[aspect_ratio]
         key = (aspect_ratio, self.settings.clip_seconds)

@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import copy
-import hmac
 import json
-import math
 import os
 import random
 import re
@@ -17,55 +15,25 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
-from dataclasses import dataclass, field
-from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
 
+from localapi import structured
 from localapi.config import MODELS, LocalAPIConfig, check_script_entry
 from localapi.dialects import ApiError, analyse_videos, invalid, parse_request
+from localapi.http import Reply, authorize, duration_text, fault_reply, rate_limited
 from localapi.luma import LumaService
-from localapi import structured
 from localapi.media import ceil_tokens
 
 BANNER = "[localapi offline provider]"
 WINDOW_S = 60.0
-RETRY_INFO = "type.googleapis.com/google.rpc.RetryInfo"
 LAST_REQUESTS = 50
 ROUTES = (
     (re.compile(r"/v1/chat/completions"), "openai"),
     (re.compile(r"/trinity/v1/chat/completions"), "trinity"),
     (re.compile(r"/v1/projects/[^/]+/locations/[^/]+/chat/completions"), "gdc"),
 )
-FAULTS = {  # kind -> (status, message, error type, code)
-    "500": (500, "internal server error", "server_error", "internal_error"),
-    "502": (502, "bad gateway", "server_error", "bad_gateway"),
-    "503": (503, "service unavailable", "server_error", "service_unavailable"),
-    "504": (504, "gateway timeout", "server_error", "gateway_timeout"),
-    "400": (400, "invalid request", "invalid_request_error", "injected_fault"),
-    "401": (401, "invalid or expired token", "authentication_error", "invalid_api_key"),
-}
-HTML_502 = (b"<html><head><title>502 Bad Gateway</title></head><body><center><h1>502 Bad Gateway</h1></center>"
-            b"<hr><center>localapi</center></body></html>")
 
-
-@dataclass
-class Reply:
-    """What the handler writes back; `drop` closes the socket without an answer."""
-
-    status: int = 200
-    body: bytes = b""
-    headers: dict = field(default_factory=dict)
-    content_type: str = "application/json"
-    drop: bool = False
-
-    @classmethod
-    def json(cls, status: int, obj, headers: dict | None = None) -> Reply:
-        return cls(status, json.dumps(obj).encode(), headers or {})
-
-    @classmethod
-    def error(cls, exc: ApiError) -> Reply:
-        return cls.json(exc.status, exc.body(), exc.headers)
 
 
 class LocalAPI:
@@ -76,7 +44,7 @@ class LocalAPI:
         self.config = config if config is not None else LocalAPIConfig()
         self.host, self.port, self.log = host, port, log
         self._lock = threading.Lock()
-        self._stopping = threading.Event()
+        self.stopping = threading.Event()
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
@@ -91,7 +59,7 @@ class LocalAPI:
     def start(self) -> LocalAPI:
         """Bind and serve in a daemon thread; returns self."""
         if self._server is None:
-            self._stopping.clear()
+            self.stopping.clear()
             self._server = _Server((self.host, self.port), self)
             self.port = self._server.server_address[1]
             self._thread = threading.Thread(target=self._server.serve_forever, args=(0.1,),
@@ -102,7 +70,7 @@ class LocalAPI:
     def stop(self) -> None:
         """Stop serving; stalls and latency sleeps in progress end at once."""
         if self._server is not None:
-            self._stopping.set()
+            self.stopping.set()
             self._server.shutdown()
             self._server.server_close()
             self._thread.join()
@@ -198,18 +166,18 @@ class LocalAPI:
         tokens, ok, fault, limit_headers = 0, False, "ok", {}
         try:
             cfg = self.config
-            self._authorize(headers, cfg)
+            authorize(headers, cfg)
             if cfg.daily_quota is not None and self._quota_used >= cfg.daily_quota:
                 raise ApiError(429, f"You exceeded your current quota of {cfg.daily_quota} requests per day "
                                "(localapi daily_quota).", type="insufficient_quota", code="insufficient_quota")
             if cfg.concurrency is not None and arrived_with > cfg.concurrency:
-                raise self._rate_limited(cfg.retry_after_s, f"{cfg.concurrency} concurrent requests", cfg)
+                raise rate_limited(cfg.retry_after_s, f"{cfg.concurrency} concurrent requests", cfg)
             with self._lock:
                 now = time.time()
                 wait = self._wait(now, None, cfg)
                 limit_headers = self._limit_headers(now, cfg) if wait > 0 else {}
             if wait > 0:
-                raise self._rate_limited(wait, f"{cfg.rpm} requests per minute", cfg, limit_headers)
+                raise rate_limited(wait, f"{cfg.rpm} requests per minute", cfg, limit_headers)
             try:
                 request = json.loads(body)
             except ValueError as exc:
@@ -218,14 +186,14 @@ class LocalAPI:
             parsed = parse_request(dialect, request, cfg, summary, text_only=wanted is not None)
             facts = analyse_videos(parsed, dialect, cfg)
             prompt = parsed.text_tokens + sum(f.tokens(cfg.frame_tokens) for f in facts)
-            limit_headers = self._admit(prompt, cfg)
+            limit_headers = self.admit(prompt, cfg)
             tokens = prompt
-            fault = self._next_fault(cfg)
-            self._stopping.wait(random.uniform(*cfg.latency))
-            reply = self._fault_reply(fault, cfg)
+            fault = self.next_fault(cfg)
+            self.stopping.wait(random.uniform(*cfg.latency))
+            reply = fault_reply(fault, cfg)
             if reply is None:
                 if fault == "stall":
-                    self._stopping.wait(cfg.stall_s)
+                    self.stopping.wait(cfg.stall_s)
                 text = structured.answer(wanted, request, facts, fault == "badjson") if wanted else \
                     f"{BANNER} " + " ".join(f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts))
                 reply = Reply.json(200, self._completion(parsed.model, text, prompt))
@@ -246,17 +214,6 @@ class LocalAPI:
         self._record(summary, reply, tokens, ok, fault, headers.get("X-Request-Key"))
         return reply
 
-    @staticmethod
-    def _authorize(headers, cfg: LocalAPIConfig) -> None:
-        scheme, _, token = (headers.get("Authorization") or "").strip().partition(" ")
-        token = token.strip()
-        if scheme.lower() != "bearer" or not token:
-            raise ApiError(401, "missing bearer token: send the header 'Authorization: Bearer <token>'",
-                           type="authentication_error", code="missing_api_key")
-        if cfg.api_key is not None and not hmac.compare_digest(token.encode(), cfg.api_key.encode()):
-            raise ApiError(401, "the bearer token does not match the api key this localapi was started with",
-                           type="authentication_error", code="invalid_api_key")
-
     def _wait(self, now: float, tokens: int | None, cfg: LocalAPIConfig) -> float:
         """Seconds until the windows admit a request of `tokens` (None: check rpm only); call under the lock."""
         window = self._window
@@ -274,7 +231,7 @@ class LocalAPI:
                 wait = max(wait, stamp + WINDOW_S - now)
         return wait
 
-    def _admit(self, tokens: int, cfg: LocalAPIConfig) -> dict:
+    def admit(self, tokens: int, cfg: LocalAPIConfig) -> dict:
         """Count an accepted request in the windows and return its x-ratelimit-* headers, or raise 429
         (413 when it alone exceeds tpm)."""
         if cfg.tpm is not None and tokens > cfg.tpm:
@@ -290,14 +247,14 @@ class LocalAPI:
                 return self._limit_headers(now, cfg)
             rpm_full = cfg.rpm is not None and len(self._window) >= cfg.rpm
             limit_headers = self._limit_headers(now, cfg)
-        raise self._rate_limited(wait, f"{cfg.rpm} requests per minute" if rpm_full else f"{cfg.tpm} tokens per minute",
+        raise rate_limited(wait, f"{cfg.rpm} requests per minute" if rpm_full else f"{cfg.tpm} tokens per minute",
                                  cfg, limit_headers)
 
     def _limit_headers(self, now: float, cfg: LocalAPIConfig) -> dict:
         """OpenAI-style x-ratelimit-* headers for the window as it is; reset is when it is empty again; under the lock."""
         if not cfg.ratelimit_headers or (cfg.rpm is None and cfg.tpm is None):
             return {}
-        reset = _duration(self._window[-1][0] + WINDOW_S - now if self._window else 0.0)
+        reset = duration_text(self._window[-1][0] + WINDOW_S - now if self._window else 0.0)
         out = {}
         if cfg.rpm is not None:
             out.update({"x-ratelimit-limit-requests": str(cfg.rpm), "x-ratelimit-reset-requests": reset,
@@ -308,17 +265,7 @@ class LocalAPI:
                         "x-ratelimit-remaining-tokens": str(max(0, cfg.tpm - used))})
         return out
 
-    @staticmethod
-    def _rate_limited(wait: float, limit: str, cfg: LocalAPIConfig, extra_headers: dict | None = None) -> ApiError:
-        seconds = max(1, math.ceil(wait))
-        value = formatdate(math.ceil(time.time() + seconds), usegmt=True) if cfg.retry_after_format == "http-date" \
-            else str(seconds)
-        headers = {"Retry-After": value} if cfg.retry_after_in in ("header", "both") else {}
-        details = [{"@type": RETRY_INFO, "retryDelay": f"{seconds}s"}] if cfg.retry_after_in in ("body", "both") else None
-        return ApiError(429, f"rate limit reached: {limit}; retry after {seconds} s", type="rate_limit_error",
-                        code="rate_limited", headers={**(extra_headers or {}), **headers}, details=details)
-
-    def _next_fault(self, cfg: LocalAPIConfig) -> str:
+    def next_fault(self, cfg: LocalAPIConfig) -> str:
         """The next script entry, else a draw from cfg.faults, else "ok"."""
         with self._lock:
             if cfg.script:
@@ -337,19 +284,6 @@ class LocalAPI:
                 return kind
             draw -= p
         return "ok"
-
-    def _fault_reply(self, fault: str, cfg: LocalAPIConfig) -> Reply | None:
-        """The answer an injected fault gives, or None when the request is answered normally."""
-        if fault == "drop":
-            return Reply(drop=True)
-        if fault == "502html":
-            return Reply(502, HTML_502, content_type="text/html")
-        if fault == "429":
-            return Reply.error(self._rate_limited(cfg.retry_after_s, "localapi injected fault (429)", cfg))
-        if fault in FAULTS:
-            status, message, kind, code = FAULTS[fault]
-            return Reply.error(ApiError(status, f"localapi injected fault ({fault}): {message}", type=kind, code=code))
-        return None
 
     def _completion(self, model: str, text: str, prompt: int) -> dict:
         with self._lock:
@@ -378,12 +312,6 @@ class LocalAPI:
             if fault != "ok":
                 stats["faults"][fault] += 1
             self._last.append(summary)
-
-
-def _duration(seconds: float) -> str:
-    """A reset time as OpenAI writes it: "59.87s", "120ms"."""
-    seconds = max(0.0, seconds)
-    return f"{round(seconds * 1000)}ms" if seconds < 1 else f"{seconds:.3f}".rstrip("0").rstrip(".") + "s"
 
 
 class _Server(ThreadingHTTPServer):

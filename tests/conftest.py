@@ -7,7 +7,7 @@ import urllib.request
 
 import pytest
 
-from tasks.samples import SampleSpec, sample_bytes
+from localapi.samples import SampleSpec, sample_bytes
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")  # no telemetry from test servers: offline
 os.environ.setdefault("DO_NOT_TRACK", "1")

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from localapi import LocalAPI, LocalAPIConfig
-from tasks.provider import localapi_base_url
+from tasks.call.provider import localapi_base_url
 
 API_KEY = "sk-test-SECRET-6f1d2c"
 

@@ -7,7 +7,7 @@ import logging
 from types import SimpleNamespace
 
 import flows.backfill as backfill
-from tasks.shards import Shard
+from tasks.plan.shards import Shard
 
 
 def fake_runs(monkeypatch, existing: dict[str, str]):

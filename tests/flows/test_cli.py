@@ -115,7 +115,7 @@ def test_without_a_prefect_api_a_run_starts_its_own_server_in_a_child_process_an
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")  # a fresh home: the server builds its database first
     script = ("import sys, runpy; sys.argv = ['vidbatch', 'run', sys.argv[1], '--quiet']\n"
-              "from flows.cli import main\n"
+              "from flows.cli.main import main\n"
               "code = main(sys.argv[1:])\n"
               "print('server modules in the run:', sorted(m for m in sys.modules if m.startswith('prefect.server.api')))\n"
               "import os; print('api after:', os.environ.get('PREFECT_API_URL'))\n"
@@ -139,7 +139,7 @@ def test_the_temporary_server_goes_when_its_command_is_killed(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PREFECT_API_URL"}
     env["PREFECT_HOME"] = str(tmp_path / "prefect-home")
     script = ("import os, sys, time\n"
-              "from flows.prefect_api import prefect_api\n"
+              "from flows.prefect.api import prefect_api\n"
               "with prefect_api() as url:\n"
               "    print(url, flush=True)\n"
               "    time.sleep(600)\n")

@@ -7,8 +7,8 @@ import asyncio
 import pytest
 
 from flows.summarize import summarize
-from tasks.config import load_config
-from tasks.ledger import read_ledger
+from tasks.config.load import load_config
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

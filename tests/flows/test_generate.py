@@ -15,11 +15,11 @@ import pytest
 import yaml
 
 from flows.generate import exit_status, generate
-from tasks.config import load_config, load_generate_config
+from tasks.config.load import load_config, load_generate_config
 from tasks.errors import ConfigError
-from tasks.generate import read_generations
-from tasks.ledger import read_ledger
-from tasks.media import probe
+from tasks.generate.table import read_generations
+from tasks.media.probe import probe
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket
 from tests.flows.conftest import API_KEY, all_logs, artifacts, prefect_api
 from tests.images import png, png_data_url

@@ -13,12 +13,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-from flows.cli import main
+from flows.cli.main import main
 from flows.index import index
-from tasks.config import PROJECT_ROOT, load_index_config
-from tasks.index import Indexer, read_entries
-from tasks.ledger import read_ledger
-from tasks.samples import SampleSpec
+from localapi.samples import SampleSpec
+from tasks.config.load import PROJECT_ROOT, load_index_config
+from tasks.index.entries import read_entries
+from tasks.index.indexer import Indexer
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 from tests.flows.conftest import API_KEY
 
@@ -153,8 +154,8 @@ def test_surveillance_clips_packed_per_camera_hour(s3, localapi, index_config):
 
 
 def test_index_takes_the_providers_shared_limit_like_summarize(s3, localapi, index_config):
-    from tasks.config import load_index_config as load
-    from tasks.quota import limit_name
+    from tasks.call.shared_pacing import limit_name
+    from tasks.config.load import load_index_config as load
     from tests.flows.conftest import prefect_api
 
     fs, _ = s3

@@ -8,9 +8,9 @@ import pytest
 import yaml
 
 from flows.summarize import summarize
-from tasks.config import load_config
+from tasks.config.load import load_config
 from tasks.errors import ConfigError
-from tasks.ledger import read_ledger
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

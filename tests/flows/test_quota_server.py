@@ -6,9 +6,13 @@ import dataclasses
 
 import pytest
 
-from tasks.config import ProviderConfig
+from flows.prefect.shared_limits import (
+    acquire_block,
+    ensure_shared_limits,
+    shared_permits,
+)
+from tasks.config.run import ProviderConfig
 from tasks.errors import ConfigError
-from tasks.quota import acquire_block, ensure_shared_limits, shared_permits
 from tests.flows.conftest import prefect_api
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -9,8 +9,9 @@ import pytest
 import yaml
 
 from flows.summarize import summarize
-from tasks.config import load_config
-from tasks.ledger import latest_state, read_ledger, read_watermark
+from tasks.config.load import load_config
+from tasks.record.ledger import latest_state, read_ledger
+from tasks.record.watermark import read_watermark
 from tests.conftest import seed_bucket, video
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")

@@ -17,8 +17,8 @@ import pytest
 import yaml
 
 from localapi import LocalAPI, LocalAPIConfig
-from tasks.config import load_config
-from tasks.ledger import read_ledger
+from tasks.config.load import load_config
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 from tests.flows.conftest import API_KEY
 
@@ -150,7 +150,7 @@ def test_backfill_on_two_workers_holds_one_rpm(tmp_path, request, s3, server, ma
     while not any(w["name"] == POOL for w in rest(api, "POST", "/work_pools/filter", json={})):
         assert time.monotonic() < deadline, [p.read_text()[-2000:] for p in logs]
         time.sleep(0.5)
-    deployed = subprocess.run([sys.executable, "-m", "flows.deploy", "--all"], env=env, cwd=ROOT, capture_output=True,
+    deployed = subprocess.run([sys.executable, "-m", "flows.prefect.deploy", "--all"], env=env, cwd=ROOT, capture_output=True,
                               text=True, timeout=180)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     names = {d["name"] for d in rest(api, "POST", "/deployments/filter", json={})}

@@ -7,13 +7,12 @@ import base64
 import json
 import socket
 
-import pandas as pd
 import pytest
 
 from flows.summarize import summarize
-from tasks.config import load_config
+from tasks.config.load import load_config
 from tasks.errors import ConfigError
-from tasks.ledger import read_ledger
+from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 from tests.flows.conftest import API_KEY, all_logs, artifacts, prefect_api
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from localapi import LocalAPI, LocalAPIConfig
-from tasks.samples import SampleSpec, sample_bytes
+from localapi.samples import SampleSpec, sample_bytes
 
 SPEC = SampleSpec(seconds=6, scene_seconds=2, width=160, height=120, fps=8, audio=True)
 SHORT = SampleSpec(seconds=2, scene_seconds=1, width=160, height=120, fps=6, audio=False)

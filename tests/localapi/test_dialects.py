@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from tasks.samples import SampleSpec
+from localapi.samples import SampleSpec
 
 
 def assert_answer(resp, kit, *, model: str, label: str, texts: tuple[str, ...], spec: SampleSpec | None = None) -> str:

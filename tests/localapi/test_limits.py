@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 
 import httpx
@@ -40,7 +40,7 @@ def test_rpm_retry_after_as_http_date(api, post, small):
     api.config.rpm, api.config.retry_after_format = 1, "http-date"
     assert post("openai", small).status_code == 200
     when = parsedate_to_datetime(assert_rate_limited(post("openai", small)))
-    assert 58 <= (when - datetime.now(timezone.utc)).total_seconds() <= 61
+    assert 58 <= (when - datetime.now(UTC)).total_seconds() <= 61
 
 
 def test_rpm_is_checked_before_decoding(api, post, small):

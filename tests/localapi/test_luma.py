@@ -10,7 +10,7 @@ import pytest
 
 from localapi import LocalAPI, LocalAPIConfig
 from localapi.luma import LumaSettings, fails
-from tasks.media import probe
+from tasks.media.probe import probe
 from tests.images import png, png_data_url
 
 PATH = "/luma/generations"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from localapi import LocalAPIConfig
-from localapi.server import _duration
+from localapi.http import duration_text
 
 
 @pytest.fixture
@@ -88,4 +88,4 @@ def test_config_checks_the_new_settings(client):
 
 
 def test_duration_format():
-    assert [_duration(s) for s in (0, 0.12, 1, 59.8734, 60)] == ["0ms", "120ms", "1s", "59.873s", "60s"]
+    assert [duration_text(s) for s in (0, 0.12, 1, 59.8734, 60)] == ["0ms", "120ms", "1s", "59.873s", "60s"]

@@ -7,8 +7,8 @@ import json
 import pytest
 from jsonschema import validate
 
+from localapi.samples import PALETTE
 from localapi.structured import colour_name
-from tasks.samples import PALETTE
 
 SPAN = {"type": "object", "additionalProperties": False, "required": ["start_s", "end_s", "title", "confidence"],
         "properties": {"start_s": {"type": "number"}, "end_s": {"type": "number"}, "title": {"type": "string"},

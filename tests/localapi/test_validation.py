@@ -6,7 +6,7 @@ import base64
 
 import pytest
 
-from tasks.samples import SampleSpec
+from localapi.samples import SampleSpec
 
 
 def error_of(resp, status: int, code: str) -> dict:

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from tasks.body import ByteBudget, InlineData, RequestBody, placeholder
+from tasks.dialects.base import InlineData
 from tasks.errors import SourceError
+from tasks.prepare.body import ByteBudget, RequestBody, placeholder
 
 
 def body_for(data: bytes, declared: int | None = None):

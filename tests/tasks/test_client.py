@@ -2,17 +2,27 @@ import asyncio
 import json
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from email.utils import format_datetime
-from datetime import datetime, timedelta, timezone
 
 import httpx
 import pytest
 
-from tasks.client import (CircuitBreaker, Credentials, ProviderClient, RetryBudget, parse_duration, parse_retry_after,
-                          rate_limit_headers)
-from tasks.config import ProviderConfig
-from tasks.errors import (AuthError, BadRequestError, ConfigError, NotAttemptedError, QuotaExhaustedError,
-                          RateLimitedError, ServerError, TransportError, redact)
+from tasks.call.auth import Credentials
+from tasks.call.client import ProviderClient
+from tasks.call.responses import parse_duration, parse_retry_after, rate_limit_headers
+from tasks.call.retry import CircuitBreaker, RetryBudget
+from tasks.config.run import ProviderConfig
+from tasks.errors import (
+    AuthError,
+    BadRequestError,
+    ConfigError,
+    NotAttemptedError,
+    QuotaExhaustedError,
+    ServerError,
+    TransportError,
+    redact,
+)
 
 OK = {"id": "r1", "choices": [{"message": {"role": "assistant", "content": "fine"}, "finish_reason": "stop"}],
       "usage": {"prompt_tokens": 10, "completion_tokens": 2, "total_tokens": 12}}
@@ -69,7 +79,7 @@ def test_success_sends_auth_key_header_and_json():
 
 
 def test_retry_after_seconds_then_http_date_are_honoured_exactly():
-    when = format_datetime(datetime.now(timezone.utc) + timedelta(seconds=30), usegmt=True)
+    when = format_datetime(datetime.now(UTC) + timedelta(seconds=30), usegmt=True)
     result, sleeps, _ = run(provider(), [httpx.Response(429, headers={"Retry-After": "7"}),
                                          httpx.Response(429, headers={"Retry-After": when}),
                                          httpx.Response(200, json=OK)])

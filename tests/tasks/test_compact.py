@@ -1,14 +1,14 @@
 import threading
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pyarrow.parquet as pq
 
-from tasks.compact import compact, latest_rows
-from tasks.config import OutputConfig
-from tasks.ledger import read_ledger, to_table, write_rows
+from tasks.config.run import OutputConfig
+from tasks.record.compact import compact, latest_rows
+from tasks.record.ledger import read_ledger, to_table, write_rows
 
-T0 = datetime(2026, 11, 21, 10, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 10, tzinfo=UTC)
 
 
 def row(key, status="ok", minute=0, run="r1", day=0):

@@ -2,7 +2,8 @@ import textwrap
 
 import pytest
 
-from tasks.config import load_config, parse_when
+from tasks.config.load import load_config
+from tasks.config.run import parse_when
 from tasks.errors import ConfigError
 
 BASE = """
@@ -105,7 +106,7 @@ def test_parse_when():
 
 @pytest.mark.parametrize("name", ["demo.yaml", "nightly-gdc.yaml"])
 def test_shipped_configs_validate(name, monkeypatch):
-    from tasks.config import PROJECT_ROOT
+    from tasks.config.load import PROJECT_ROOT
     load_config(PROJECT_ROOT / "configs" / name, check_credentials=False)
 
 

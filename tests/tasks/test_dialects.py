@@ -1,6 +1,8 @@
 import pytest
 
-from tasks.dialects import VideoRef, build_payload, endpoint, parse_completion
+from tasks.call.responses import parse_completion
+from tasks.dialects.base import VideoRef
+from tasks.dialects.registry import build_payload, endpoint
 from tasks.errors import MalformedResponseError
 
 

@@ -1,9 +1,9 @@
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tasks.config import SourceConfig
-from tasks.discover import DiscoverStats, iter_objects, matches, open_source
+from tasks.config.run import SourceConfig
+from tasks.discover.listing import DiscoverStats, iter_objects, matches, open_source
 from tasks.errors import SourceError
 from tests.conftest import seed_bucket
 
@@ -62,7 +62,7 @@ def test_local_paths_file_urls_and_time_window(tmp_path):
         (tmp_path / rel).write_bytes(data)
     plain = listing(str(tmp_path))
     assert listing(f"file://{tmp_path}") == plain and len(plain) == 6
-    future = datetime.now(timezone.utc) + timedelta(days=1)
+    future = datetime.now(UTC) + timedelta(days=1)
     stats = DiscoverStats()
     assert listing(str(tmp_path), stats, since=future) == []
     assert stats.skipped["time_window"] == 6

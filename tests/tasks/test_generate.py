@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pyarrow as pa
@@ -12,17 +12,23 @@ import pyarrow.parquet as pq
 import pytest
 import yaml
 
-from tasks.client import Credentials, ProviderClient
-from tasks.config import GenerateConfig
+from tasks.call.auth import Credentials
+from tasks.call.client import ProviderClient
+from tasks.config.generate import GenerateConfig
 from tasks.errors import AuthError, ConfigError
-from tasks.generate import (GenerateTotals, Generation, GenerationsTable, Generator, Recorder, Work, observe,
-                            plan_work, read_generations, video_url_of)
-from tasks.promptlist import ImageSender, load_prompts
+from tasks.generate.generator import GenerateTotals, Generator, Work, observe, plan_work, video_url_of
+from tasks.generate.prompts import ImageSender, load_prompts
+from tasks.generate.table import (
+    Generation,
+    GenerationsTable,
+    Recorder,
+    read_generations,
+)
 from tests.conftest import seed_bucket, video
 from tests.images import png, png_data_url
 
 KEY = "sk-luma-SECRET-4242"
-T0 = datetime(2026, 11, 21, 8, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 11, 21, 8, 0, tzinfo=UTC)
 ROWS = [
     {"user_prompt": "cat dance", "expand_prompt": True, "loop": True, "aspect_ratio": "16:9"},
     {"user_prompt": "a van at a loading dock", "aspect_ratio": "4:3", "notify_hook": "https://hooks.test/h?token=abc"},
@@ -365,7 +371,7 @@ def test_concurrent_durable_records_share_writes(tmp_path):
 
 
 def test_generation_configs_are_checked_naming_the_file_and_key(tmp_path, monkeypatch):
-    from tasks.config import PROJECT_ROOT, load_generate_config
+    from tasks.config.load import PROJECT_ROOT, load_generate_config
 
     path = tmp_path / "gen.yaml"
     base = {"prompts": {"url": "p.csv", "defaults": {"aspect_ratio": "21:9"}}, "provider": {"base_url": "localapi"},

@@ -1,17 +1,18 @@
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
 
-from tasks.config import PROJECT_ROOT, load_index_config
+from tasks.call.structured import check_answer
+from tasks.config.load import PROJECT_ROOT, load_index_config
 from tasks.errors import ConfigError
-from tasks.index import Indexer, merge_entries, per_video_schema
-from tasks.schema import check_answer
+from tasks.index.entries import merge_entries, per_video_schema
+from tasks.index.indexer import Indexer
 
 LECTURES = PROJECT_ROOT / "configs" / "lectures.yaml"
 SURVEILLANCE = PROJECT_ROOT / "configs" / "surveillance.yaml"
-AT = datetime(2026, 11, 21, 12, tzinfo=timezone.utc)
+AT = datetime(2026, 11, 21, 12, tzinfo=UTC)
 
 
 @pytest.fixture(scope="module")

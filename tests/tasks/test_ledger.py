@@ -1,18 +1,24 @@
 import json
-import os
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from datetime import datetime, timedelta, timezone
 
 import pandas as pd
 import pyarrow.dataset as ds
 import pytest
 
-from tasks.config import OutputConfig
-from tasks.ledger import COLUMNS, SCHEMA, ok_keys, read_ledger, to_table, write_rows
+from tasks.config.run import OutputConfig
+from tasks.record.ledger import (
+    COLUMNS,
+    SCHEMA,
+    ok_keys,
+    read_ledger,
+    to_table,
+    write_rows,
+)
 
 
 def row(key, status="ok", day=0, **kw):
-    base = {"run_id": "r1", "job": "j", "created_at": datetime(2026, 11, 21, 23, 59, tzinfo=timezone.utc)
+    base = {"run_id": "r1", "job": "j", "created_at": datetime(2026, 11, 21, 23, 59, tzinfo=UTC)
             + timedelta(days=day), "request_key": key, "source_uri": f"s3://b/{key}.mp4", "status": status,
             "prompt_tokens": 10, "request_params": json.dumps({"temperature": 0})}
     base.update(kw)
@@ -70,7 +76,7 @@ def test_s3_ledger(s3):
 
 
 def test_finished_keys_by_latest_row():
-    from tasks.ledger import KeyState, finished_keys
+    from tasks.record.ledger import KeyState, finished_keys
     state = {k: KeyState(s, e, k, 1) for k, (s, e) in {
         "ok": ("ok", None), "s": ("error", "server"), "t": ("error", "transport"), "b": ("error", "bad_request"),
         "m": ("error", "media"), "n": ("error", "not_attempted")}.items()}
@@ -81,7 +87,7 @@ def test_finished_keys_by_latest_row():
 
 
 def test_latest_row_is_the_state(tmp_path):
-    from tasks.ledger import latest_state
+    from tasks.record.ledger import latest_state
     out = OutputConfig(url=str(tmp_path / "l"))
     write_rows([row("a", "error", error_type="server")], out, "r1")
     write_rows([row("a", "ok", day=1), row("b", "ok")], out, "r2")
@@ -100,7 +106,7 @@ class Clock:
 
 
 def test_writer_flushes_every_n_rows_or_t_seconds_and_journals_each_row(tmp_path):
-    from tasks.ledger import LedgerWriter
+    from tasks.record.journal import LedgerWriter
     out = OutputConfig(url=str(tmp_path / "l"), flush_rows=3, flush_seconds=10)
     clock = Clock()
     w = LedgerWriter(out, "run1", clock=clock)
@@ -121,7 +127,7 @@ def _dead_run_journal(out, run_id, rows, pid=2 ** 22 + 12345):
     """A journal as a killed run leaves it: a lease naming a process of this host that no longer exists."""
     import socket
 
-    from tasks.ledger import LedgerWriter
+    from tasks.record.journal import LedgerWriter
     w = LedgerWriter(out, run_id)
     for r in rows:
         w.add(r)
@@ -131,7 +137,7 @@ def _dead_run_journal(out, run_id, rows, pid=2 ** 22 + 12345):
 
 
 def test_recovery_moves_a_dead_runs_journal_into_the_ledger_once(tmp_path):
-    from tasks.ledger import recover_journal
+    from tasks.record.journal import recover_journal
     out = OutputConfig(url=str(tmp_path / "l"), flush_rows=100)
     w = _dead_run_journal(out, "dead", [row("a", run_id="dead"), row("b", run_id="dead")])
     write_rows([row("a", run_id="dead")], out, "dead")      # a flush that landed before the kill
@@ -143,7 +149,7 @@ def test_recovery_moves_a_dead_runs_journal_into_the_ledger_once(tmp_path):
 
 
 def test_live_runs_journal_is_left_alone(tmp_path):
-    from tasks.ledger import LedgerWriter, recover_journal
+    from tasks.record.journal import LedgerWriter, recover_journal
     out = OutputConfig(url=str(tmp_path / "l"), flush_rows=100)
     live = LedgerWriter(out, "live")                          # this process: alive
     live.add(row("a", run_id="live"))
@@ -153,10 +159,15 @@ def test_live_runs_journal_is_left_alone(tmp_path):
 
 
 def test_watermark_round_trip(tmp_path):
-    from tasks.ledger import Watermark, read_watermark, watermark_since, write_watermark
+    from tasks.record.watermark import (
+        Watermark,
+        read_watermark,
+        watermark_since,
+        write_watermark,
+    )
     out = OutputConfig(url=str(tmp_path / "l"), watermark_overlap_s=60)
     assert read_watermark(out, "nightly") is None and watermark_since(out, "nightly") is None
-    t = datetime(2026, 11, 22, 2, 0, tzinfo=timezone.utc)
+    t = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
     write_watermark(out, Watermark("nightly", t, "r1"))
     assert read_watermark(out, "nightly") == Watermark("nightly", t, "r1")
     assert watermark_since(out, "nightly") == t - timedelta(seconds=60)
@@ -164,7 +175,7 @@ def test_watermark_round_trip(tmp_path):
 
 
 def test_sources_finished_only_when_every_segment_is(tmp_path):
-    from tasks.ledger import finished_keys, finished_sources, latest_state
+    from tasks.record.ledger import finished_keys, finished_sources, latest_state
     out = OutputConfig(url=str(tmp_path / "l"))
     write_rows([row("v1s0", source_key="v1", segment_count=2), row("v1s1", "error", error_type="server",
                 source_key="v1", segment_count=2), row("v2", source_key="v2", segment_count=1), row("old")], out, "r")
@@ -174,7 +185,6 @@ def test_sources_finished_only_when_every_segment_is(tmp_path):
 
 
 def test_files_written_before_new_columns_read_as_null(tmp_path):
-    import pyarrow as pa
     import pyarrow.parquet as pq
     part = tmp_path / "l" / "date=2026-11-21"
     part.mkdir(parents=True)

@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from tasks.limiter import Limiter
+from tasks.call.pacing import Limiter
 
 
 class FakeClock:

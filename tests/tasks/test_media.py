@@ -2,8 +2,10 @@ import io
 
 import pytest
 
+from tasks.dialects.mime import mime_for
 from tasks.errors import MediaError
-from tasks.media import mime_for, probe, sampled_seconds, text_tokens, video_tokens
+from tasks.media.probe import probe
+from tasks.media.tokens import sampled_seconds, text_tokens, video_tokens
 from tests.conftest import video
 
 

@@ -2,9 +2,16 @@ import asyncio
 
 import pytest
 
-from tasks.config import ProviderConfig
+from tasks.call.shared_pacing import (
+    Bucket,
+    Permits,
+    SharedLimit,
+    block_size,
+    limit_name,
+    shared_limits,
+)
+from tasks.config.run import ProviderConfig
 from tasks.errors import ConfigError
-from tasks.quota import Bucket, Permits, SharedLimit, block_size, limit_name, shared_limits
 
 
 def provider(**limits):

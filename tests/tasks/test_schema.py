@@ -4,11 +4,17 @@ import json
 import httpx
 import pytest
 
-from tasks.call import check_and_repair
-from tasks.client import CallResult, Credentials, ProviderClient
-from tasks.config import ProviderConfig
-from tasks.dialects import Completion
-from tasks.schema import ask_for_schema, check_answer, parse_answer, schema_errors
+from tasks.call.auth import Credentials
+from tasks.call.client import CallResult, ProviderClient
+from tasks.call.responses import Completion
+from tasks.call.send import check_and_repair
+from tasks.call.structured import (
+    ask_for_schema,
+    check_answer,
+    parse_answer,
+    schema_errors,
+)
+from tasks.config.run import ProviderConfig
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["events"], "properties": {
     "events": {"type": "array", "items": {"type": "object", "required": ["start_s", "end_s"], "properties": {

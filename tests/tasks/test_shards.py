@@ -3,10 +3,12 @@ from datetime import date
 
 import pytest
 
-from tasks.config import OutputConfig
+from tasks.config.run import OutputConfig
 from tasks.errors import ConfigError
-from tasks.ledger import LedgerWriter, read_ledger
-from tasks.shards import Shard, plan_shards, sum_totals, with_prefix
+from tasks.plan.shards import Shard, plan_shards, with_prefix
+from tasks.record.journal import LedgerWriter
+from tasks.record.ledger import read_ledger
+from tasks.record.totals import sum_totals
 
 
 def test_shards_by_day_and_prefix():
@@ -34,7 +36,7 @@ def test_bad_ranges_say_what_to_do(kw, message):
 
 
 def test_prefix_narrows_the_source_and_totals_add_up(tmp_path):
-    from tasks.config import RunConfig
+    from tasks.config.run import RunConfig
 
     cfg = RunConfig.model_validate({"source": {"url": "s3://b/root/"}, "output": {"url": str(tmp_path)},
                                     "prompt": {"user": "u"},

@@ -1,0 +1,7 @@
+"""`python -m flows.cli`: the `vidbatch` command."""
+
+import sys
+
+from flows.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,84 @@
+"""Ledger rows for every outcome of a request: ok, error, or answered but unusable."""
+
+from __future__ import annotations
+
+import json
+
+from tasks.call.client import CallResult
+from tasks.call.responses import Completion
+from tasks.config.run import RunConfig
+from tasks.errors import VidbatchError, redact
+from tasks.plan.items import WorkItem, prompt_text_tokens
+from tasks.plan.packs import pack_id
+from tasks.prepare.transform import Prepared
+from tasks.record.tables import now_utc
+
+
+def base_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
+    """The columns every row of an item carries, whatever its outcome."""
+    p, o = cfg.provider, item.obj
+    return {
+        "run_id": run_id, "job": cfg.job, "created_at": now_utc(), "request_key": item.request_key,
+        "source_uri": o.uri, "source_etag": o.etag, "source_size": o.size, "source_mtime": o.mtime,
+        "segment_index": item.segment_index, "segment_start_s": item.segment_start_s,
+        "segment_end_s": item.segment_end_s,
+        "video_duration_s": item.probe.duration_s if item.probe else None,
+        "has_audio": item.probe.has_audio if item.probe else None, "mime": item.mime,
+        "provider": p.name, "dialect": p.dialect, "model": p.model, "delivery": p.delivery,
+        "system_prompt": cfg.prompt.system, "prompt": cfg.prompt.user,
+        "request_params": json.dumps({**cfg.prompt.params, **p.extra_body}, sort_keys=True),
+        "estimated_prompt_tokens": item.estimated_prompt_tokens,
+        "source_key": item.source_key or item.request_key, "segment_count": item.segment_count,
+        "request_id": item.request_key, "pack_size": 1, "pack_index": 0,
+    }
+
+
+def error_row(item: WorkItem, cfg: RunConfig, run_id: str, err: VidbatchError, attempts: int = 0,
+              latency_ms: int | None = None) -> dict:
+    return {**base_row(item, cfg, run_id), "status": "error", "error_type": err.kind,
+            "error_message": redact(str(err)), "http_status": getattr(err, "http_status", None),
+            "attempts": attempts, "latency_ms": latency_ms}
+
+
+def _json_or_none(text: str) -> str | None:
+    s = text.strip()
+    if s.startswith("```"):
+        s = s.strip("`").removeprefix("json").strip()
+    if not s.startswith(("{", "[")):
+        return None
+    try:
+        return json.dumps(json.loads(s), ensure_ascii=False)
+    except ValueError:
+        return None
+
+
+def answer_fields(c: Completion) -> dict:
+    """The columns an answer fills: its text, JSON, finish reason, id and usage."""
+    return {"output_text": c.text, "output_json": _json_or_none(c.text), "finish_reason": c.finish_reason,
+            "response_id": c.response_id, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
+            "total_tokens": c.total_tokens}
+
+
+def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: CallResult) -> dict:
+    if result.error is not None:
+        row = error_row(item, cfg, run_id, result.error, result.attempts, result.latency_ms)
+        if result.completion is not None:  # answered but unusable (invalid_output): keep the answer and its usage
+            row.update(answer_fields(result.completion))
+        return row
+    return {**base_row(item, cfg, run_id), "status": "ok", **answer_fields(result.completion),
+            "attempts": result.attempts, "latency_ms": result.latency_ms, "http_status": 200}
+
+
+def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: CallResult,
+              prepared: list[Prepared]) -> list[dict]:
+    """One row per video of a request; a packed request's usage is on its first row only."""
+    request_id = pack_id(pack)
+    rows = []
+    for i, (item, prep) in enumerate(zip(pack, prepared)):
+        row = result_row(item, cfg, run_id, result)
+        row.update(media_ops=prep.ops, request_id=request_id, pack_size=len(pack), pack_index=i)
+        if i > 0 and len(pack) > 1:
+            row.update(prompt_tokens=None, completion_tokens=None, total_tokens=None)
+            row["estimated_prompt_tokens"] = (item.estimated_prompt_tokens or 0) - prompt_text_tokens(cfg)
+        rows.append(row)
+    return rows
