@@ -80,14 +80,11 @@ class Marks:
 
 
 def run_flow(a: dict) -> dict:
-    from flows.cli.console import Progress, set_progress
+    from tasks.record.totals import set_progress
 
     marks = Marks(a["n"])
 
-    class Watch(Progress):
-        def __init__(self):
-            super().__init__(enabled=False)
-
+    class Watch:
         def update(self, totals, force: bool = False) -> None:
             while marks.done < totals.done:
                 marks.row()
@@ -96,6 +93,7 @@ def run_flow(a: dict) -> dict:
             self.update(totals)
 
     set_progress(Watch())
+    import flows.run as loop
     import flows.summarize as mod
 
     imported = time.time()
@@ -104,15 +102,15 @@ def run_flow(a: dict) -> dict:
 
         from prefect import Task
 
-        for name, obj in list(vars(mod).items()):
+        for name, obj in list(vars(loop).items()):
             if isinstance(obj, Task):
-                setattr(mod, name, obj.fn)
+                setattr(loop, name, obj.fn)
 
         async def no_artifact(*args, **kwargs):
             return None
 
-        mod.get_run_logger = lambda: logging.getLogger("summarize")
-        mod.acreate_table_artifact = no_artifact
+        loop.get_run_logger = lambda: logging.getLogger("summarize")
+        loop.publish_summary = no_artifact
         call = mod.summarize.fn
     else:
         call = mod.summarize
@@ -170,7 +168,8 @@ def run_naive(a: dict) -> dict:
                                      limits=httpx.Limits(max_connections=a["concurrency"] + 4)) as http:
             async def one(path: Path):
                 @retry(stop=stop_after_attempt(a.get("max_attempts", 6)), reraise=True,
-                       wait=wait_exponential_jitter(initial=a.get("backoff_initial_s", 1), max=a.get("backoff_max_s", 60)),
+                       wait=wait_exponential_jitter(initial=a.get("backoff_initial_s", 1),
+                                                    max=a.get("backoff_max_s", 60)),
                        retry=retry_if_exception_type((httpx.HTTPStatusError, httpx.TransportError)))
                 async def post():
                     attempts[path.name] += 1

@@ -23,8 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from localapi import LocalAPI, LocalAPIConfig  # noqa: E402
-from localapi.samples import SampleSpec, sample_bytes  # noqa: E402
+from localapi import LocalAPI, LocalAPIConfig  # noqa: E402 - after sys.path setup
+from localapi.samples import SampleSpec, sample_bytes  # noqa: E402 - after sys.path setup
 
 API_KEY = "bench-key-not-a-secret"
 MODEL = "google/gemini-2.5-flash"

@@ -17,7 +17,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402 - after sys.path setup
     make_bucket,
     median_rows,
     print_table,
@@ -75,7 +75,8 @@ def main() -> None:
             runs["vidbatch"].append(figures(api, rep, args.items))
             api.reset()
             api.config.seed = r
-            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items, "url": base + "/chat/completions",
+            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items,
+                              "url": base + "/chat/completions",
                               "concurrency": args.concurrency, "timeout_s": args.read_timeout, "max_attempts": 6,
                               "backoff_initial_s": 0.2, "backoff_max_s": 2})
             runs["naive"].append(figures(api, rep, args.items))

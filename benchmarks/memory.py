@@ -60,8 +60,10 @@ async def one(client, path):
     data = open(path, "rb").read()
     b64 = base64.b64encode(data).decode()
     body = json.dumps({"model": "google/gemini-2.5-flash", "messages": [{"role": "user", "content": [
-        {"type": "text", "text": "Summarize."}, {"type": "video_url", "video_url": {"url": "data:video/mov;base64," + b64}}]}]})
-    r = await client.post(url, content=body, headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
+        {"type": "text", "text": "Summarize."},
+        {"type": "video_url", "video_url": {"url": "data:video/mov;base64," + b64}}]}]})
+    r = await client.post(url, content=body,
+                          headers={"Authorization": "Bearer " + key, "Content-Type": "application/json"})
     return r.status_code
 async def main():
     async with httpx.AsyncClient(timeout=600) as client:
@@ -72,7 +74,8 @@ asyncio.run(main())
 
 RSS_WRAPPER = r'''
 import resource, runpy, sys, atexit, json
-atexit.register(lambda: print("PEAK_RSS_MB " + json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024), file=sys.stderr))
+atexit.register(lambda: print("PEAK_RSS_MB " + json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+                              file=sys.stderr))
 sys.argv = ["vidbatch"] + sys.argv[1:]
 from flows.cli.main import main
 raise SystemExit(main())

@@ -22,7 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402 - after sys.path setup
     make_bucket,
     median_rows,
     middle_rate,
@@ -34,7 +34,8 @@ from benchmarks.common import (  # noqa: E402
 )
 
 FIGURES = {"steady requests/s": ".1f", "ratio to bare loop": ".3f", "process start-up s": ".2f",
-           "Prefect server start-up s": ".2f", "call to first request s": ".2f", "client CPU per item ms": ".3f", "Prefect share of client CPU %": ".1f",
+           "Prefect server start-up s": ".2f", "call to first request s": ".2f", "client CPU per item ms": ".3f",
+           "Prefect share of client CPU %": ".1f",
            "Prefect server CPU per item ms": ".3f", "items ok": "d", "peak RSS MB": ".1f"}
 
 
@@ -89,7 +90,7 @@ def main() -> None:
                 "mode": "bare", "n": args.items, "url": base + "/chat/completions", "public_base_url": public,
                 "concurrency": args.concurrency}))
             bare = row["bare httpx loop"]["steady requests/s"]
-            for name, fig in row.items():
+            for fig in row.values():
                 fig["ratio to bare loop"] = fig["steady requests/s"] / bare
             with_p, without = row["flow (Prefect)"], row["flow, no Prefect"]
             with_p["Prefect share of client CPU %"] = 100 * (1 - without["client CPU per item ms"]

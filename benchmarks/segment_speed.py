@@ -24,9 +24,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from localapi.samples import SampleSpec, write_sample  # noqa: E402
-from tasks.media.probe import probe  # noqa: E402
-from tasks.media.segment import cut, keyframe_times, plan_segments  # noqa: E402
+from localapi.samples import SampleSpec, write_sample  # noqa: E402 - after sys.path setup
+from tasks.media.probe import probe  # noqa: E402 - after sys.path setup
+from tasks.media.segment import cut, keyframe_times, plan_segments  # noqa: E402 - after sys.path setup
 
 
 def lecture(cache: Path, minutes: float, fps: int, width: int, height: int) -> Path:
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
               f"{size * 8 / p.duration_s / 1000:.0f} kbit/s")
         t0 = time.perf_counter()
         keys = keyframe_times(str(src))
-        gaps = sorted(b - a for a, b in zip(keys, keys[1:])) or [p.duration_s]
+        gaps = sorted(b - a for a, b in zip(keys, keys[1:], strict=False)) or [p.duration_s]
         print(f"keyframe_times: {len(keys)} keyframes (median gap {gaps[len(gaps) // 2]:.1f} s, longest "
               f"{gaps[-1]:.1f} s) read in {time.perf_counter() - t0:.2f} s")
         plans = {"copy": plan_segments(p.duration_s, args.max_s, keyframes=keys),

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402 - after sys.path setup
     make_bucket,
     median_rows,
     print_table,
@@ -43,7 +43,8 @@ def figures(api, report: dict, items: int, rpm: int) -> dict:
     times = [t for t, _ in stats["admitted"]]
     answered, limited = responses(stats)
     whole = (len(times) - 1) / (max(times) - min(times)) if len(times) > 1 else float("nan")
-    return {"achieved/limit (steady)": steady_rate(times, rpm) * 60 / rpm, "achieved/limit (whole run)": whole * 60 / rpm,
+    return {"achieved/limit (steady)": steady_rate(times, rpm) * 60 / rpm,
+            "achieved/limit (whole run)": whole * 60 / rpm,
             "time to finish s": max(x[0] for x in stats["timeline"]) - min(times),
             "429 share %": 100 * limited / max(1, answered), "items lost": items - report["ok"],
             "peak RSS MB": report["peak_rss_mb"], "RSS at 100 items MB": report["rss_100_mb"],
@@ -80,8 +81,8 @@ def main() -> None:
                 rep = run_client({"mode": "flow", "config": str(config), "n": args.items}, work / "prefect")
                 runs[f"vidbatch ({w})"].append(figures(api, rep, args.items, args.rpm))
             api.reset()
-            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items, "url": base + "/chat/completions",
-                              "concurrency": args.concurrency})
+            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items,
+                              "url": base + "/chat/completions", "concurrency": args.concurrency})
             rep["no_prefect"] = True
             runs["naive"].append(figures(api, rep, args.items, args.rpm))
             print_table(f"run {r + 1}", {k: v[-1] for k, v in runs.items()}, FIGURES)

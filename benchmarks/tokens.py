@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from benchmarks.common import (  # noqa: E402
+from benchmarks.common import (  # noqa: E402 - after sys.path setup
     allowance_spent_at,
     make_bucket,
     max_window,
@@ -32,7 +32,7 @@ from benchmarks.common import (  # noqa: E402
     start_api,
     write_config,
 )
-from localapi.samples import SampleSpec  # noqa: E402
+from localapi.samples import SampleSpec  # noqa: E402 - after sys.path setup
 
 SPECS = [SampleSpec(seconds=s, scene_seconds=1, width=64, height=48, fps=4, audio=a)
          for s, a in ((2, False), (3, True), (4, False), (6, True), (5, False), (2, True))]
@@ -52,7 +52,8 @@ def figures(api, report: dict, items: int, tpm: int) -> dict:
     return {"max tokens in 60 s / limit": max_window(admitted) / tpm, "tokens/min / limit (steady)": steady / tpm,
             "tokens/min / limit (whole run)": whole / tpm, "429 share %": 100 * limited / max(1, answered),
             "time to finish s": max(x[0] for x in stats["timeline"]) - t[0],
-            "items lost": items - report["ok"], "tokens per request (mean)": sum(a[1] for a in admitted) / len(admitted),
+            "items lost": items - report["ok"],
+            "tokens per request (mean)": sum(a[1] for a in admitted) / len(admitted),
             "peak RSS MB": report["peak_rss_mb"]}
 
 
@@ -82,8 +83,8 @@ def main() -> None:
             rep = run_client({"mode": "flow", "config": str(config), "n": args.items}, work / "prefect")
             runs["vidbatch"].append(figures(api, rep, args.items, args.tpm))
             api.reset()
-            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items, "url": base + "/chat/completions",
-                              "concurrency": args.concurrency})
+            rep = run_client({"mode": "naive", "source": str(bucket), "n": args.items,
+                              "url": base + "/chat/completions", "concurrency": args.concurrency})
             runs["naive"].append(figures(api, rep, args.items, args.tpm))
             print_table(f"run {r + 1}", {k: v[-1] for k, v in runs.items()}, FIGURES)
     finally:

@@ -35,7 +35,7 @@ async def run_shard(shard: Shard, config: str, digest: str, deployment: str, pol
         while True:
             run = await arun_deployment(deployment, parameters=shard.parameters(config), idempotency_key=key,
                                         timeout=0, flow_run_name=f"shard {shard.label}")
-            if run.state_type.value in RERUN_STATES and retry_failed:
+            if run.state_type is not None and run.state_type.value in RERUN_STATES and retry_failed:
                 log.info("shard %s: attempt %s ended %s; running it again", shard.label, run.id, run.state_name)
                 key = f"{shard.key(digest)}-after-{run.id}"
                 continue

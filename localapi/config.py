@@ -79,7 +79,8 @@ class LocalAPIConfig:
         if self.daily_quota is not None and (not _is_int(self.daily_quota) or self.daily_quota < 0):
             raise ValueError(f"daily_quota must be a non-negative integer or None (no quota), got {self.daily_quota!r}")
         if self.retry_after_format not in RETRY_AFTER_FORMATS:
-            raise ValueError(f"retry_after_format must be one of {RETRY_AFTER_FORMATS}, got {self.retry_after_format!r}")
+            raise ValueError(f"retry_after_format must be one of {RETRY_AFTER_FORMATS}, "
+                             f"got {self.retry_after_format!r}")
         if not _is_int(self.seed):
             raise ValueError(f"seed must be an integer, got {self.seed!r}")
         for name, low in (("frame_tokens", 0), ("gdc_max_videos", 1), ("max_file_bytes", 1)):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlsplit
 
 from localapi.config import MODELS, LocalAPIConfig
@@ -19,9 +20,9 @@ from localapi.sources import (
 )
 
 ROLES = ("system", "user", "assistant")
-OPENAI_MIMES = ("video/mp4", "video/mpeg", "video/mov", "video/webm")  # seed 000
-TRINITY_MIMES = ("video/mp4", "video/mpeg", "video/quicktime", "video/webm")  # seed 002
-GDC_FORMATS = {  # seeds 001/004: format -> the data URL's MIME type
+OPENAI_MIMES = ("video/mp4", "video/mpeg", "video/mov", "video/webm")  # Lunos video input
+TRINITY_MIMES = ("video/mp4", "video/mpeg", "video/quicktime", "video/webm")  # Trinity video input
+GDC_FORMATS = {  # Gemini on GDC video understanding: format -> the data URL's MIME type
     "avi": "video/avi", "flv": "video/x-flv", "mov": "video/mov", "mpeg": "video/mpeg", "mpg": "video/mpg",
     "mp4": "video/mp4", "webm": "video/webm", "wmv": "video/wmv", "3gpp": "video/3gpp",
 }
@@ -38,7 +39,7 @@ class ApiError(Exception):
         self.headers, self.details = headers or {}, details
 
     def body(self) -> dict:
-        error = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
+        error: dict[str, Any] = {"message": self.message, "type": self.type, "param": self.param, "code": self.code}
         if self.details:
             error["details"] = self.details  # google.rpc-style details, e.g. RetryInfo
         return {"error": error}
@@ -80,7 +81,8 @@ def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict, text_o
         raise invalid("the request body must be a JSON object", None, "invalid_body")
     key, wrong = ("model_id", "model") if dialect == "gdc" else ("model", "model_id")
     if wrong in body:
-        raise invalid(f"the {dialect} dialect names the model in '{key}', not '{wrong}': use {key}", wrong, f"use_{key}")
+        raise invalid(f"the {dialect} dialect names the model in '{key}', not '{wrong}': use {key}", wrong,
+                      f"use_{key}")
     model = body.get(key)
     if not isinstance(model, str) or not model.strip():
         raise invalid(f"'{key}' is required: a non-empty string such as 'gemini-2.5-flash'", key, "missing_model")
@@ -89,7 +91,8 @@ def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict, text_o
         raise ApiError(404, f"model {_show(model)} not found; known models: {', '.join(MODELS)}",
                        param=key, code="model_not_found")
     if body.get("stream"):
-        raise invalid("localapi does not stream answers; omit 'stream' or set it to false", "stream", "unsupported_stream")
+        raise invalid("localapi does not stream answers; omit 'stream' or set it to false", "stream",
+                      "unsupported_stream")
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise invalid("'messages' must be a non-empty list of {role, content} objects", "messages", "invalid_messages")
@@ -122,7 +125,8 @@ def parse_request(dialect: str, body, cfg: LocalAPIConfig, summary: dict, text_o
             entry = {"type": ptype[:40]}
             parts.append(entry)
             if ptype not in allowed:
-                hint = f" ('{ptype}' parts belong to the {PART_DIALECT[ptype]} dialect)" if ptype in PART_DIALECT else ""
+                hint = (f" ('{ptype}' parts belong to the {PART_DIALECT[ptype]} dialect)" if ptype in PART_DIALECT
+                        else "")
                 raise invalid(f"part type {_show(ptype)} is not accepted by the {dialect} dialect; allowed types: "
                               f"{', '.join(allowed)}{hint}", f"{path}.type", "unsupported_part_type")
             if ptype == "text":
@@ -180,19 +184,22 @@ def analyse_videos(parsed: Parsed, dialect: str, cfg: LocalAPIConfig) -> list[Vi
 
 
 def _load(ref: VideoRef, cfg: LocalAPIConfig) -> bytes:
-    try:
-        if ref.data_url is not None:
+    if ref.data_url is not None:
+        try:
             return ref.data_url.decode()
-        if ref.url.startswith("s3://"):
+        except SourceError as exc:
+            raise invalid(f"video {ref.index} ({ref.label}): the data URL {exc}", ref.param, "invalid_base64") from None
+    url = ref.url
+    assert url is not None  # every VideoRef is made with either data_url or url
+    try:
+        if url.startswith("s3://"):
             options = dict(cfg.storage_options)
             if cfg.storage_endpoint:
                 options.setdefault("endpoint_url", cfg.storage_endpoint)
-            return fetch_s3(ref.url, options)
-        return fetch_http(ref.url)
+            return fetch_s3(url, options)
+        return fetch_http(url)
     except SourceError as exc:
-        if ref.data_url is not None:
-            raise invalid(f"video {ref.index} ({ref.label}): the data URL {exc}", ref.param, "invalid_base64") from None
-        where = ref.url.split("?")[0] if ref.url.startswith("s3://") else origin(ref.url)
+        where = url.split("?")[0] if url.startswith("s3://") else origin(url)
         name = f" ({ref.label})" if ref.label != where else ""
         raise invalid(f"video {ref.index}{name} could not be fetched from {where}: {exc}", ref.param,
                       "unfetchable_url") from None
@@ -202,7 +209,8 @@ def _openai_video(part: dict, path: str, cfg: LocalAPIConfig) -> VideoRef:
     url, param = _video_url(part, path)
     if url.startswith("data:"):
         data = _data_url(url, param, OPENAI_MIMES)
-        return VideoRef(path, param, f"inline {data.mime}", data_url=data, summary={"kind": "inline", "mime": data.mime})
+        return VideoRef(path, param, f"inline {data.mime}", data_url=data,
+                        summary={"kind": "inline", "mime": data.mime})
     _check_http(url, param, "video_url.url must be a data URL 'data:video/<type>;base64,...' or an http(s) URL")
     return _url_ref(path, param, url)
 
@@ -229,7 +237,8 @@ def _gdc_url(part: dict, path: str, cfg: LocalAPIConfig) -> VideoRef:
     ):
         return _url_ref(path, param, url)
     got = "a data URL (send inline video as an input_video part)" if url.startswith("data:") else _where(url)
-    endpoint = f" or a presigned URL on the storage endpoint {origin(cfg.storage_endpoint)}" if cfg.storage_endpoint else ""
+    endpoint = (f" or a presigned URL on the storage endpoint {origin(cfg.storage_endpoint)}" if cfg.storage_endpoint
+                else "")
     raise invalid(f"GDC accepts only objects in a storage bucket: s3://bucket/key{endpoint}; got {got}", param,
                   "not_a_bucket_object")
 

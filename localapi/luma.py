@@ -1,6 +1,7 @@
-"""The Luma-style video generation endpoints of localapi (seed 003), offline.
+"""The Luma-style video generation endpoints of localapi (the Luma generation task API), offline.
 
-    POST /luma/generations          validate as the seed says, answer {id, state, created_at, request}
+    POST /luma/generations          validate as the Luma generation task API says,
+                                    answer {id, state, created_at, request}
     GET  /luma/generations/{id}     the task now; completed answers carry the video URL
     GET  /luma/files/{id}.mp4       the clip: a small real mp4 (tasks.samples) sized to the aspect ratio
     GET  /_localapi/luma/stats      submissions per prompt, polls, downloads, refusals
@@ -24,8 +25,10 @@ import uuid
 from collections import Counter, deque
 from dataclasses import asdict, dataclass, replace
 from datetime import UTC, datetime
+from typing import Any, Protocol, TypedDict
 from urllib.parse import urlsplit
 
+from localapi.config import LocalAPIConfig
 from localapi.dialects import ApiError, invalid
 from localapi.http import Reply, authorize, fault_reply
 from localapi.sources import SourceError, fetch_http, origin, same_origin
@@ -91,10 +94,33 @@ class _Task:
     polls: int = 0
 
 
+class _Host(Protocol):
+    """What LumaService uses of its LocalAPI: the config, the shared rpm window and faults, the stop event, the URL."""
+
+    config: LocalAPIConfig
+    stopping: threading.Event
+
+    @property
+    def url(self) -> str: ...
+
+    def admit(self, tokens: int, cfg: LocalAPIConfig) -> dict: ...
+
+    def next_fault(self, cfg: LocalAPIConfig) -> str: ...
+
+
+class _Stats(TypedDict):
+    submitted: int
+    refused: int
+    polls: int
+    downloads: int
+    by_prompt: Counter[str]  # submissions per prompt (its first 200 characters)
+    faults: Counter[str]
+
+
 class LumaService:
     """The generation tasks of one LocalAPI, their clock-driven states, clips and stats."""
 
-    def __init__(self, api, settings: LumaSettings | None = None, clock=time.time):
+    def __init__(self, api: _Host, settings: LumaSettings | None = None, clock=time.time):
         self.api, self.settings, self.clock = api, settings or LumaSettings(), clock
         self._lock = threading.Lock()
         self._clips: dict[tuple, bytes] = {}
@@ -105,7 +131,7 @@ class LumaService:
         with self._lock:
             self._tasks: dict[str, _Task] = {}
             self._recent: deque[str] = deque(maxlen=RECENT_TASKS)
-            self._stats = {"submitted": 0, "refused": 0, "polls": 0, "downloads": 0, "by_prompt": Counter(),
+            self._stats: _Stats = {"submitted": 0, "refused": 0, "polls": 0, "downloads": 0, "by_prompt": Counter(),
                            "faults": Counter()}
 
     def configure(self, changes: dict) -> LumaSettings:
@@ -201,7 +227,7 @@ class LumaService:
         if task is None:
             raise ApiError(404, f"no generation with id {task_id[:80]!r}", code="generation_not_found")
         state = self.state(task)
-        answer = {"id": task.id, "state": state, "created_at": task.created_at,
+        answer: dict[str, Any] = {"id": task.id, "state": state, "created_at": task.created_at,
                   "request": {"prompt": task.prompt, "aspect_ratio": task.aspect_ratio},
                   "failure_reason": self.settings.failure_reason if state == "failed" else None,
                   "video": None, "assets": None}
@@ -244,7 +270,7 @@ class LumaService:
     # -- validation -------------------------------------------------------------------------------------------
 
     def validate(self, body: bytes) -> dict:
-        """The request as seed 003 describes it, or a 400 naming the field and what it takes."""
+        """The request as the Luma generation task API describes it, or a 400 naming the field and what it takes."""
         try:
             request = json.loads(body)
         except ValueError as exc:

@@ -79,7 +79,8 @@ def analyse(data: bytes) -> VideoFacts:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             audio = container.streams.audio[0].codec_context.name if container.streams.audio else None
-            start = float(stream.start_time * stream.time_base) if stream.start_time is not None else None
+            tb = stream.time_base  # None never for a demuxed stream; without one the first frame sets the start
+            start = float(stream.start_time * tb) if stream.start_time is not None and tb is not None else None
             times: list[float] = []
             changes: list[float] = []
             pieces: list[tuple[float, list, list, tuple | None]] = []  # per scene: start, colours, changes, bright
@@ -114,9 +115,8 @@ def analyse(data: bytes) -> VideoFacts:
         last_len = times[-1] - times[-2] if len(times) > 1 else (1 / float(stream.average_rate or 1))
     duration = round(times[-1] + last_len, 3)
     ends = [p[0] for p in pieces[1:]] + [duration]
-    scenes = [Scene(start, end, tuple(int(c) for c in np.median(colours, axis=0)),
-                    round(float(np.mean(moves)), 2) if moves else 0.0, bright)
-              for (start, colours, moves, bright), end in zip(pieces, ends)]
+    scenes = [Scene(start, end, _median_rgb(colours), round(float(np.mean(moves)), 2) if moves else 0.0, bright)
+              for (start, colours, moves, bright), end in zip(pieces, ends, strict=True)]
     return VideoFacts(
         duration=duration,
         width=width,
@@ -127,6 +127,12 @@ def analyse(data: bytes) -> VideoFacts:
         scene_changes=changes,
         scenes=scenes,
     )
+
+
+def _median_rgb(colours: list) -> tuple[int, int, int]:
+    """The per-channel median of a scene's frame colours (each an RGB triple)."""
+    r, g, b = np.median(colours, axis=0)
+    return int(r), int(g), int(b)
 
 
 def _bright(thumb: np.ndarray) -> tuple[float, float] | None:

@@ -70,14 +70,16 @@ def write_sample(target, container: str = "mp4", spec: SampleSpec = SampleSpec()
         spec = replace(spec, fps=25)  # MPEG-2 allows only the broadcast frame rates
     with av.open(target, mode="w", format=fmt) as out:
         vs = out.add_stream(vcodec, rate=spec.fps)
+        assert isinstance(vs, av.VideoStream)  # CONTAINER_CODECS names a video encoder first
         vs.width, vs.height = spec.width, spec.height
         vs.pix_fmt = "yuv420p"
         vs.codec_context.time_base = Fraction(1, spec.fps)
-        streams = [vs]
+        streams: list[av.VideoStream | av.AudioStream] = [vs]
         a_stream = None
         if spec.audio and acodec:
             rate = 48000 if acodec == "libopus" else 44100
             a_stream = out.add_stream(acodec, rate=rate)
+            assert isinstance(a_stream, av.AudioStream)  # and an audio encoder second
             a_stream.layout = "mono"
             if acodec == "wmav2":
                 a_stream.codec_context.bit_rate = 64000

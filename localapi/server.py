@@ -16,6 +16,7 @@ import time
 import traceback
 from collections import Counter, deque
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, TypedDict
 from urllib.parse import urlsplit
 
 from localapi import structured
@@ -35,6 +36,19 @@ ROUTES = (
 )
 
 
+class _Stats(TypedDict):
+    requests: int
+    by_status: Counter[str]  # keyed by the status code as text
+    by_dialect: Counter[str]
+    ok: int
+    in_flight: int
+    in_flight_max: int
+    dropped: int
+    faults: Counter[str]
+    keys: Counter[str]  # X-Request-Key (first 200 characters) of each well-formed 200 answer
+    timeline: list[list[float]]  # [time, status, prompt tokens] per answer
+    admitted: list[list[float]]  # [time, prompt tokens] of each request counted in the rate-limit window
+
 
 class LocalAPI:
     """The offline chat/completions provider, served from a background thread."""
@@ -48,7 +62,7 @@ class LocalAPI:
         self._server: _Server | None = None
         self._thread: threading.Thread | None = None
         self._in_flight = 0
-        self.luma = LumaService(self)  # the Luma-style generation endpoints (seed 003)
+        self.luma = LumaService(self)  # the Luma-style generation endpoints (the Luma generation task API)
         self._clear()
 
     @property
@@ -73,6 +87,7 @@ class LocalAPI:
             self.stopping.set()
             self._server.shutdown()
             self._server.server_close()
+            assert self._thread is not None  # start() sets _thread together with _server
             self._thread.join()
             self._server = self._thread = None
 
@@ -96,7 +111,7 @@ class LocalAPI:
             self._rng, self._rng_seed = random.Random(self.config.seed), self.config.seed
             self._next_id = 1
             self._last: deque[dict] = deque(maxlen=LAST_REQUESTS)
-            self._stats = {
+            self._stats: _Stats = {
                 "requests": 0, "by_status": Counter(), "by_dialect": Counter(), "ok": 0, "in_flight": self._in_flight,
                 "in_flight_max": self._in_flight, "dropped": 0, "faults": Counter(), "keys": Counter(), "timeline": [],
                 "admitted": [],  # [time, prompt tokens] of each request counted in the rate-limit window
@@ -109,7 +124,7 @@ class LocalAPI:
         every chat request from arrival, also those then refused.
         """
         with self._lock:
-            out = copy.deepcopy(self._stats)
+            out: dict[str, Any] = dict(copy.deepcopy(self._stats))
             out["last_requests"] = copy.deepcopy(list(self._last))
             out["in_flight"] = self._in_flight
         for key in ("by_status", "by_dialect", "faults", "keys"):
@@ -194,8 +209,11 @@ class LocalAPI:
             if reply is None:
                 if fault == "stall":
                     self.stopping.wait(cfg.stall_s)
-                text = structured.answer(wanted, request, facts, fault == "badjson") if wanted else \
-                    f"{BANNER} " + " ".join(f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts))
+                if wanted:
+                    text = structured.answer(wanted, request, facts, fault == "badjson")
+                else:  # one VideoFacts per video, in order
+                    described = (f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts, strict=True))
+                    text = f"{BANNER} " + " ".join(described)
                 reply = Reply.json(200, self._completion(parsed.model, text, prompt))
                 if fault == "malformed":
                     reply.body = reply.body[: len(reply.body) // 2]
@@ -251,7 +269,8 @@ class LocalAPI:
                                  cfg, limit_headers)
 
     def _limit_headers(self, now: float, cfg: LocalAPIConfig) -> dict:
-        """OpenAI-style x-ratelimit-* headers for the window as it is; reset is when it is empty again; under the lock."""
+        """OpenAI-style x-ratelimit-* headers for the window as it is; reset is when it is empty again; under the
+        lock."""
         if not cfg.ratelimit_headers or (cfg.rpm is None and cfg.tpm is None):
             return {}
         reset = duration_text(self._window[-1][0] + WINDOW_S - now if self._window else 0.0)
@@ -384,10 +403,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency", type=float, nargs=2, metavar=("MIN", "MAX"), default=(0.0, 0.0),
                         help="seconds of uniform random latency")
     parser.add_argument("--fault", action="append", default=[], metavar="KIND=P",
-                        help="inject a fault with probability P: 429 500 502 502html 503 504 drop stall malformed 400 401 "
-                        "badjson")
+                        help="inject a fault with probability P: 429 500 502 502html 503 504 drop stall malformed "
+                        "400 401 badjson")
     parser.add_argument("--seed", type=int, default=0, help="seed of the fault draws")
-    parser.add_argument("--api-key-env", metavar="VAR", help="require this environment variable's value as bearer token")
+    parser.add_argument("--api-key-env", metavar="VAR",
+                        help="require this environment variable's value as bearer token")
     parser.add_argument("--storage-endpoint", metavar="URL",
                         help="S3-compatible storage whose objects gdc requests may name (s3:// or presigned URLs)")
     parser.add_argument("--frame-tokens", type=int, default=258, help="tokens per sampled frame (258; 66 or 70 for "

@@ -82,7 +82,8 @@ def answer(wanted: Wanted, body: dict, facts: list[VideoFacts], break_schema: bo
         value: Any = {"videos": [_facts(i + 1, f) for i, f in enumerate(facts)]}
     else:
         spans = None if facts else _input_spans(_texts(body, skip_schema=True))
-        value = _Filler(wanted.schema, facts, spans).value(wanted.schema, (), _Ctx(video=0 if len(facts) <= 1 else None))
+        ctx = _Ctx(video=0 if len(facts) <= 1 else None)
+        value = _Filler(wanted.schema, facts, spans).value(wanted.schema, (), ctx)
     if break_schema:
         value = _broken(value, wanted.schema or {})
     text = json.dumps(value, ensure_ascii=False)
@@ -112,8 +113,13 @@ def _texts(body: dict, skip_schema: bool = False) -> list[str]:
         if not isinstance(m, dict) or m.get("role") not in ("system", "user"):
             continue
         content = m.get("content")  # not validated yet: anything may be here
-        parts = [content] if isinstance(content, str) else [p.get("text") for p in content if isinstance(p, dict)
-                                                            and p.get("type") == "text"] if isinstance(content, list) else []
+        parts: list[object]  # the texts, kept only when they are strings
+        if isinstance(content, str):
+            parts = [content]
+        elif isinstance(content, list):
+            parts = [p.get("text") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+        else:
+            parts = []
         out += [p for p in parts if isinstance(p, str)]
     return out
 
@@ -204,7 +210,7 @@ def _joined(spans: list[Span]) -> list[Span]:
 # -- filling a schema ---------------------------------------------------------------------------------------
 
 def colour_name(rgb: tuple[int, int, int]) -> str:
-    return min(COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOURS[n], rgb)))
+    return min(COLOURS, key=lambda n: sum((a - b) ** 2 for a, b in zip(COLOURS[n], rgb, strict=True)))
 
 
 def region(at: tuple[float, float] | None) -> str:

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import yaml
 
-from flows.cli.console import Progress, set_progress
+from flows.cli.console import Progress
 from localapi.samples import SampleSpec, write_sample_file
 from tasks.config.load import PROJECT_ROOT, load_config
 from tasks.record.ledger import read_ledger
+from tasks.record.totals import set_progress
 
 SAMPLES = {  # bucket path -> what the sample holds
     "cam01/2026/11/21/lobby 08h00.mp4": SampleSpec(seconds=6, scene_seconds=2, audio=True),

@@ -6,36 +6,89 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
+from typing import Any
 
-from flows.cli.console import Progress, print_plan, print_summary, set_progress
+from flows.cli.console import (
+    Progress,
+    print_generate_plan,
+    print_generate_summary,
+    print_plan,
+    print_summary,
+)
 from tasks.config.load import load_config
 from tasks.config.run import parse_when
 from tasks.errors import VidbatchError
+from tasks.record.totals import set_progress
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from flows.summarize import summarize
-
+def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Callable[..., Any], what: str) -> int:
+    """`vidbatch run` and `vidbatch index`: exit 0 all ok, 1 some item in error, 2 config or source wrong."""
     try:
-        load_config(args.config)  # fail on a bad config before Prefect starts
+        load(args.config)  # fail on a bad config before Prefect starts
         parse_when(args.since), parse_when(args.until, "--until")
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
     try:
-        result = asyncio.run(summarize(config=args.config, since=args.since, until=args.until, limit=args.limit,
-                                       dry_run=args.dry_run, retry_failed=args.retry_failed,
-                                       all_errors=args.all_errors, force=args.force, incremental=args.since_last_run))
+        result = asyncio.run(start(config=args.config, since=args.since, until=args.until, limit=args.limit,
+                                   dry_run=args.dry_run, retry_failed=args.retry_failed, all_errors=args.all_errors,
+                                   force=args.force, incremental=args.since_last_run))
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
-        print_plan(result["planned"])
-        print(f"total estimated prompt tokens: {result['estimated_prompt_tokens']:,} "
-              f"for {len(result['planned'])} videos")
+        print_plan(result["planned"], result["estimated_prompt_tokens"], what)
     print_summary(result)
     return 1 if result["error"] else 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from flows.summarize import summarize
+
+    return _run_flow(args, load_config, summarize, "videos")
+
+
+def cmd_index(args: argparse.Namespace) -> int:
+    from flows.index import index
+    from tasks.config.load import load_index_config
+
+    return _run_flow(args, load_index_config, index, "requests")
+
+
+def generate_exit_status(result: dict) -> int:
+    """0: every prompt completed; 1: a prompt failed; 3: none failed but some are still in progress."""
+    if result["failed"] or result["skipped_failed"]:
+        return 1
+    if result["in_progress"] or result["held_by_limit"]:
+        return 3
+    return 0
+
+
+def cmd_generate(args: argparse.Namespace) -> int:
+    """`vidbatch generate CONFIG`: exit 0 all completed, 1 some failed, 2 config or prompt list wrong, 3 unfinished."""
+    from flows.generate import generate
+    from tasks.config.load import load_generate_config
+    from tasks.generate.generator import check_chain, with_overrides
+
+    try:
+        check_chain(with_overrides(load_generate_config(args.config), args.deadline, args.summarize))
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    set_progress(Progress(enabled=not args.quiet))
+    try:
+        result = asyncio.run(generate(config=args.config, retry_failed=args.retry_failed, deadline_s=args.deadline,
+                                      limit=args.limit, dry_run=args.dry_run, summarize_config=args.summarize))
+    except VidbatchError as e:
+        print(f"vidbatch: {e}", file=sys.stderr)
+        return 2
+    if args.dry_run:
+        print_generate_plan(result)
+        return 0
+    print_generate_summary(result)
+    return generate_exit_status(result)
 
 
 def cmd_compact(args: argparse.Namespace) -> int:
@@ -57,18 +110,6 @@ def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
     from localapi.server import main
 
     return main(rest)
-
-
-def cmd_generate(args: argparse.Namespace) -> int:
-    from flows.generate import cli
-
-    return cli(args)
-
-
-def cmd_index(args: argparse.Namespace) -> int:
-    from flows.index import cli
-
-    return cli(args)
 
 
 def cmd_report(args: argparse.Namespace) -> int:

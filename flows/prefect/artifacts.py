@@ -1,8 +1,9 @@
-"""The operator's view of deployed runs: a progress artifact updated per batch, and a backfill's summed table."""
+"""The operator's view in Prefect: a run's progress artifact and summary table, and a backfill's summed table."""
 
 from __future__ import annotations
 
 import json
+import re
 from uuid import UUID
 
 from prefect.artifacts import (
@@ -40,19 +41,20 @@ async def child_totals(flow_run_ids: list[UUID]) -> dict[str, dict]:
 
     if not flow_run_ids:
         return {}
-    body = {"artifacts": {"flow_run_id": {"any_": [str(i) for i in flow_run_ids]}, "type": {"any_": ["table"]}},
-            "limit": 200, "offset": 0, "sort": "CREATED_DESC"}
+    limit, offset = 200, 0
+    where = {"flow_run_id": {"any_": [str(i) for i in flow_run_ids]}, "type": {"any_": ["table"]}}
     out: dict[str, dict] = {}
     async with get_client() as client:
         while True:
+            body = {"artifacts": where, "limit": limit, "offset": offset, "sort": "CREATED_DESC"}
             page = (await client._client.post("/artifacts/filter", json=body)).json()
             for a in page:
                 data = json.loads(a["data"]) if isinstance(a["data"], str) else a["data"]
                 if a["flow_run_id"] not in out and isinstance(data, list) and data:
                     out[a["flow_run_id"]] = data[0]
-            if len(page) < body["limit"]:
+            if len(page) < limit:
                 return out
-            body["offset"] += len(page)
+            offset += len(page)
 
 
 async def publish_backfill(job: str, shards: list[dict], totals: dict[str, dict]) -> dict:
@@ -63,7 +65,19 @@ async def publish_backfill(job: str, shards: list[dict], totals: dict[str, dict]
         rows.append({**s, **{k: t.get(k) for k in ("ok", "error", "skipped_already_done", "total_tokens",
                                                     "wall_time_s")}})
     summed = sum_totals([totals[s["flow_run_id"]] for s in shards if s["flow_run_id"] in totals])
-    key = "backfill-" + "".join(c if c.isalnum() else "-" for c in job.lower()).strip("-")
+    key = artifact_key("backfill", job)
     await acreate_table_artifact(table=rows + [{"shard": "TOTAL", "state": f"{summed['shards']} shards reported",
                                                 **summed}], key=key, description=f"vidbatch backfill: {job}")
     return summed
+
+
+def artifact_key(flow_name: str, job: str) -> str:
+    """`<flow>-<job>` in the lowercase letters, digits and dashes that Prefect allows in a key."""
+    return f"{flow_name}-" + re.sub(r"[^a-z0-9-]+", "-", job.lower()).strip("-")
+
+
+async def publish_summary(flow_name: str, job: str, output: str, figures: dict) -> None:
+    """A run's table artifact `<flow>-<job>`: one row of its figures (a dry run's plan left out)."""
+    row = {"job": job, **{k: v for k, v in figures.items() if k != "planned"}}
+    await acreate_table_artifact(table=[row], key=artifact_key(flow_name, job),
+                                 description=f"vidbatch {flow_name}: {job} -> {output}")

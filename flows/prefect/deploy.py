@@ -22,9 +22,11 @@ async def _read_workers_with_paging(self, work_pool_name, worker_filter=None, of
 def main(argv: list[str] | None = None) -> int:
     from prefect.cli import app
 
-    WorkPoolAsyncClient.read_workers_for_work_pool = _read_workers_with_paging
+    # patching the client class is the fix itself: Prefect's CLI builds its own client inside `deploy`
+    WorkPoolAsyncClient.read_workers_for_work_pool = _read_workers_with_paging  # type: ignore[method-assign]
     sys.argv = ["prefect", "deploy", *(sys.argv[1:] if argv is None else argv)]
-    return app()
+    app()  # typer's app exits the process with the command's status (SystemExit); a return is success
+    return 0
 
 
 if __name__ == "__main__":

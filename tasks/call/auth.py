@@ -8,7 +8,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from tasks.config.run import ProviderConfig
+from tasks.config.connection import Connection
 from tasks.errors import (
     ConfigError,
     redact,
@@ -18,7 +18,7 @@ from tasks.errors import (
 class Credentials:
     """A bearer token from an environment variable, a fixed value, or a command (cached, refreshed)."""
 
-    def __init__(self, provider: ProviderConfig, token: str | None = None,
+    def __init__(self, provider: Connection, token: str | None = None,
                  run: Callable = subprocess.run, clock: Callable[[], float] = time.monotonic):
         self._provider, self._token, self._run, self._clock = provider, token, run, clock
         self._expires = float("inf") if token else float("-inf")

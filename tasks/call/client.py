@@ -21,8 +21,8 @@ from tasks.call.responses import (
     rate_limit_headers,
 )
 from tasks.call.retry import CircuitBreaker, RetryBudget, retry_policy
+from tasks.config.connection import Connection
 from tasks.config.run import ProviderConfig
-from tasks.dialects.registry import endpoint
 from tasks.errors import (
     AuthError,
     MalformedResponseError,
@@ -34,6 +34,7 @@ from tasks.errors import (
     ServerError,
     SourceError,
     TransportError,
+    VidbatchError,
     redact,
 )
 from tasks.prepare.body import RequestBody
@@ -46,7 +47,7 @@ class CallResult:
     """The outcome of one item's request after all its attempts."""
 
     completion: Completion | None
-    error: ProviderError | None
+    error: VidbatchError | None  # a ProviderError, or a SourceError: an inline video that vanished mid-stream
     attempts: int
     latency_ms: int | None
 
@@ -61,16 +62,20 @@ class Exchange:
 
 
 class ProviderClient:
-    """Sends chat/completions requests for one provider through one httpx.AsyncClient."""
+    """Requests to one provider Connection through one httpx.AsyncClient; `send` posts chat/completions."""
 
-    def __init__(self, provider: ProviderConfig, credentials: Credentials, base_url: str | None = None,
+    def __init__(self, provider: Connection, credentials: Credentials, base_url: str | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic, limiter: Limiter | None = None,
-                 retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None, permits=None):
+                 retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None, permits=None,
+                 endpoint: str | None = None):
         self.provider, self.credentials = provider, credentials
         self.permits = permits  # tasks.quota.Permits: the shared limit across workers, awaited before each request
-        self.url = endpoint(provider.dialect, base_url or provider.base_url, provider.project, provider.location)
+        self.base_url = base_url or provider.base_url  # an embedded localapi's, else the configured one
+        if endpoint is None and isinstance(provider, ProviderConfig):
+            endpoint = provider.endpoint(self.base_url)
+        self.url: str | None = endpoint  # where `send` posts (the dialect's URL); None: a client for `request` only
         lim = provider.limits
         self.limiter = limiter or Limiter(lim.rpm, lim.tpm, lim.concurrency, window=lim.window, margin_s=lim.margin_s,
                                           ramp_s=lim.ramp_s, clock=clock, sleep=sleep)
@@ -97,12 +102,16 @@ class ProviderClient:
         Once the circuit breaker is open nothing more is sent: an item not sent yet, or cut short
         between attempts, ends as NotAttemptedError (the next run sends it again).
         """
+        url = self.url
+        if url is None:
+            raise TypeError(f"provider {self.provider.name!r} has no chat/completions endpoint: give the client an "
+                            "endpoint, or a ProviderConfig whose dialect names one")
         s = _Send()
         content = body if isinstance(body, RequestBody) else json.dumps(body, separators=(",", ":")).encode()
         try:
             async for attempt in retry_policy(self.provider, self._sleep, self.retry_budget, s.budget_refused):
                 with attempt:
-                    completion, latency = await self._attempt(content, estimated_tokens, request_key, s)
+                    completion, latency = await self._attempt(url, content, estimated_tokens, request_key, s)
             return CallResult(completion, None, s.attempts, latency)
         except NotAttemptedError as e:
             if s.last_error is not None:
@@ -146,6 +155,7 @@ class ProviderClient:
         async with self.limiter.slot(estimated) if paced else nullcontext() as ticket:
             if paced and self.permits is not None:
                 await self.permits.take(estimated)
+                assert ticket is not None, "a paced exchange holds a limiter ticket"
                 ticket.start = max(ticket.start, self._clock())  # the window counts the request from its real start
             if before_send:
                 before_send()
@@ -186,7 +196,7 @@ class ProviderClient:
             raise NotAttemptedError(f"not sent: the run stopped sending after {self.breaker.reason}; "
                                     "the next run sends it")
 
-    async def _attempt(self, content: bytes | RequestBody, estimated: int, request_key: str,
+    async def _attempt(self, url: str, content: bytes | RequestBody, estimated: int, request_key: str,
                        s: _Send) -> tuple[Completion, int]:
         """One attempt of `send`, its outcome told to the budget and the breaker."""
         self._check_breaker()
@@ -198,7 +208,7 @@ class ProviderClient:
                 self.retry_budget.first()
 
         try:
-            response, latency, ticket = await self._exchange_once("POST", self.url, content, estimated, request_key,
+            response, latency, ticket = await self._exchange_once("POST", url, content, estimated, request_key,
                                                                   s.refreshed, before_send=starting)
             s.latency = latency
             try:

@@ -124,7 +124,7 @@ class Limiter:
         if self.tpm:
             if paced:
                 start = max(start, ideal_tok)
-            start = max(start, self._token_window_start(tokens))
+            start = max(start, self._token_window_start(tokens, self.tpm))
         requests_total, tokens_total = self._requests_total + 1, self._tokens_total + tokens
         for kind, total in (("requests", requests_total), ("tokens", tokens_total)):
             if kind in self._allowance:
@@ -143,9 +143,9 @@ class Limiter:
         self._last_start = start
         return ticket
 
-    def _token_window_start(self, tokens: int) -> float:
-        """The earliest start at which `tokens` more fit in the token window."""
-        excess = self._log_tokens + tokens - self.tpm
+    def _token_window_start(self, tokens: int, tpm: int) -> float:
+        """The earliest start at which `tokens` more fit in a token window of `tpm` tokens."""
+        excess = self._log_tokens + tokens - tpm
         earliest = float("-inf")
         for t in self._log:
             if excess <= 0:

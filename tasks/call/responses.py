@@ -1,4 +1,4 @@
-"""Read provider answers: chat completions, error bodies, Retry-After and rate-limit headers, mapped to the error tree."""
+"""Read provider answers: completions, error bodies, Retry-After and rate-limit headers, mapped to the error tree."""
 
 from __future__ import annotations
 
@@ -110,7 +110,8 @@ def retry_delay(err: dict | None) -> float | None:
 
 def is_quota_exhausted(err: dict | None, codes: list[str]) -> bool:
     """Whether the error body's `code` or `type` field is one of the provider's quota codes."""
-    return any(isinstance((err or {}).get(f), str) and err[f] in codes for f in ("code", "type"))
+    body = err or {}
+    return any(isinstance(body.get(f), str) and body[f] in codes for f in ("code", "type"))
 
 
 def classify(response: httpx.Response, quota_codes: list[str]) -> ProviderError:

@@ -17,13 +17,14 @@ from tenacity import (
 from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
-log = logging.getLogger("tasks.call.client")  # the client's own log: retries are part of its story
-from tasks.config.run import ProviderConfig
+from tasks.config.connection import Connection
 from tasks.errors import (
     ProviderError,
     RetryableError,
     redact,
 )
+
+log = logging.getLogger("tasks.call.client")  # the client's own log: retries are part of its story
 
 
 class wait_retry_after(wait_base):
@@ -81,8 +82,9 @@ class CircuitBreaker:
 
     def __init__(self, failures: int | None = 20, window_s: float = 60.0, clock: Callable[[], float] = time.monotonic):
         self.failures, self.window_s, self._clock = failures, window_s, clock
-        self.streak, self.reason = 0, None
-        self._since = None
+        self.streak = 0
+        self.reason: str | None = None
+        self._since: float | None = None
 
     @property
     def open(self) -> bool:
@@ -106,10 +108,9 @@ class CircuitBreaker:
             log.warning("circuit breaker open: %s; the rest of the run is recorded as not attempted", reason)
 
 
-def retry_policy(p: ProviderConfig, sleep: Callable[[float], Awaitable[None]], budget: RetryBudget | None = None,
+def retry_policy(p: Connection, sleep: Callable[[float], Awaitable[None]], budget: RetryBudget | None = None,
                  on_refused: Callable[[], None] | None = None) -> AsyncRetrying:
-    """The one retry policy: retryable errors only, bounded attempts and time and by the run's budget,
-    Retry-After first."""
+    """The one retry policy: retryable errors only, bounded by attempts, time and run budget; Retry-After first."""
     stop = stop_after_attempt(p.max_attempts) | stop_after_delay(p.max_retry_time_s)
     if budget is not None:
         stop = stop | stop_when_budget_spent(budget, on_refused)

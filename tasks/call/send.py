@@ -43,12 +43,14 @@ async def check_and_repair(client: ProviderClient, payload: dict, inline: dict, 
     if result.error is not None or problem is None:
         return result, 0
     first = result.completion
+    assert first is not None  # ProviderClient.send returns a completion whenever error is None
     messages = payload["messages"] + repair_messages(first.text, problem)
     second = await client.send(RequestBody({**payload, "messages": messages}, inline),
                                estimate + text_tokens(first.text, messages[-1]["content"]), f"{key}:repair")
     attempts, latency = result.attempts + second.attempts, (result.latency_ms or 0) + (second.latency_ms or 0)
     if second.error is not None:
         return CallResult(first, second.error, attempts, latency), 1
+    assert second.completion is not None  # as above: no error, so a completion
     answer = _with_usage(first, second.completion)
     again = check(answer.text)
     if again is None:
@@ -103,7 +105,8 @@ async def call_items(items: list[WorkItem], client: ProviderClient, fs: Abstract
                 estimate = sum(i.estimated_prompt_tokens or 0 for i in pack) - (len(pack) - 1) * prompt_text_tokens(cfg)
                 result = await client.send(RequestBody(payload, inline), estimate, pack_id(pack))
                 if check is not None:
-                    problem = check(result.completion.text, pack) if result.error is None else None
+                    answered = result.completion if result.error is None else None
+                    problem = check(answered.text, pack) if answered is not None else None
                     result, repairs = await check_and_repair(client, payload, inline, result, problem,
                                                              lambda text: check(text, pack), pack_id(pack), estimate)
                 rows = pack_rows(pack, cfg, run_id, result, prepared)

@@ -86,7 +86,7 @@ class _Block:
 
 
 @dataclass
-class QuotaStats:
+class PacingStats:
     """Blocks taken, slots dropped unused, and the server round trip of each uncontended acquisition."""
 
     blocks: int = 0
@@ -97,7 +97,8 @@ class QuotaStats:
     def summary(self) -> str:
         rt = sorted(self.round_trips_s)
         median = rt[len(rt) // 2] * 1000 if rt else float("nan")
-        return f"{self.blocks} blocks, {self.slots} slots, {self.expired} dropped unused, median acquisition {median:.0f} ms"
+        return (f"{self.blocks} blocks, {self.slots} slots, {self.expired} dropped unused, "
+                f"median acquisition {median:.0f} ms")
 
 
 class Bucket:
@@ -111,7 +112,7 @@ class Bucket:
         self._lock = asyncio.Lock()
         self._last_take: float | None = None
         self._interval: float | None = None  # smoothed time between takes: how fast this process uses slots
-        self.stats = QuotaStats()
+        self.stats = PacingStats()
 
     def _left(self) -> int:
         now = self._clock()

@@ -8,11 +8,9 @@ from pydantic import (
     Field,
     PositiveInt,
     field_validator,
-    model_validator,
 )
 
-from tasks.config.connection import LOCALAPI, Limits, StrictModel
-from tasks.config.run import ProviderConfig
+from tasks.config.connection import Connection, StrictModel
 
 ASPECT_RATIOS = ("1:1", "4:3", "3:4", "16:9", "9:16")
 
@@ -32,40 +30,11 @@ def check_aspect_ratio(value: Any) -> str | None:
     return text
 
 
-class GenerationProviderConfig(StrictModel):
+class GenerationProviderConfig(Connection):
+    """The Luma generation task API: a Connection with its own name and a shorter timeout."""
+
     name: str = "luma"
-    base_url: str = Field(min_length=1)
-    api_key_env: str | None = None
-    token_command: str | None = None
-    token_ttl_s: float = Field(default=3000, gt=0)
-    limits: Limits = Field(default_factory=Limits)
     timeout_s: float = Field(default=60, gt=0)
-    connect_timeout_s: float = Field(default=10, gt=0)
-    max_attempts: PositiveInt = 6
-    max_retry_time_s: float = Field(default=600, gt=0)
-    backoff_initial_s: float = Field(default=1.0, ge=0)
-    backoff_max_s: float = Field(default=60.0, ge=0)
-
-    @model_validator(mode="after")
-    def _check(self) -> GenerationProviderConfig:
-        if self.api_key_env and self.token_command:
-            raise ValueError("set either api_key_env or token_command, not both")
-        return self
-
-    @property
-    def embedded(self) -> bool:
-        """True when the run starts its own offline localapi."""
-        return self.base_url == LOCALAPI
-
-    def client_config(self) -> ProviderConfig:
-        """These settings as the ProviderConfig that Credentials, Limiter and retry_policy take.
-
-        Its dialect and model are unused: generation calls ProviderClient.request, never send.
-        """
-        shared = self.model_dump(include={"name", "base_url", "api_key_env", "token_command", "token_ttl_s",
-                                          "limits", "timeout_s", "connect_timeout_s", "max_attempts",
-                                          "max_retry_time_s", "backoff_initial_s", "backoff_max_s"})
-        return ProviderConfig(dialect="openai", model="luma-generations", **shared)
 
 
 class PromptDefaults(StrictModel):

@@ -13,9 +13,10 @@ from pydantic import (
     ValidationError,
 )
 
+from tasks.config.connection import Connection
 from tasks.config.generate import GenerateConfig
 from tasks.config.index import IndexRunConfig
-from tasks.config.run import ProviderConfig, RunConfig
+from tasks.config.run import RunConfig
 from tasks.errors import ConfigError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,7 @@ def _describe(exc: ValidationError, origin_of, model: type[BaseModel] | None = N
         where = f"{origin_of(loc)}: {_locate(loc) or '(top level)'}"
         if err["type"] == "extra_forbidden":
             allowed = ", ".join(_allowed_keys(model, loc))
-            hint = COMMAND_FOR_KEY.get(loc[0]) if len(loc) == 1 else None
+            hint = COMMAND_FOR_KEY.get(str(loc[0])) if len(loc) == 1 else None
             lines.append(f"{where}: unknown key; allowed keys here: {allowed}"
                          + (f" (a config with `{loc[0]}:` is for `{hint}`)" if hint else ""))
         elif err["type"] == "missing":
@@ -106,7 +107,7 @@ def _expand_env(options: dict, where: str) -> dict:
             raise ConfigError(f"{where}.{k}: credentials never go in config files; write \"${{ENV_VAR}}\" "
                               "or leave it out and set AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY")
         if isinstance(v, str):
-            def sub(m: re.Match) -> str:
+            def sub(m: re.Match, k: str = k) -> str:
                 if m.group(1) not in os.environ:
                     raise ConfigError(f"{where}.{k}: environment variable {m.group(1)} is not set")
                 return os.environ[m.group(1)]
@@ -160,7 +161,7 @@ def load_config(path: str | Path, overrides: dict | None = None, check_credentia
     return cfg
 
 
-def check_provider_credentials(p: ProviderConfig, where: str = "config") -> None:
+def check_provider_credentials(p: Connection, where: str = "config") -> None:
     """Fail before any call when the credential the provider needs is missing."""
     if p.embedded:
         return
@@ -191,10 +192,12 @@ def load_generate_config(path: str | Path, check_credentials: bool = True) -> Ge
                                                                f"{path}: provider")),
     })
     if check_credentials:
-        check_provider_credentials(cfg.provider.client_config(), str(path))
+        check_provider_credentials(cfg.provider, str(path))
     return cfg
 
 
 def load_index_config(path: str | Path, check_credentials: bool = True) -> IndexRunConfig:
     """Read and validate an index config; raise ConfigError naming the file and key path."""
-    return load_config(path, check_credentials=check_credentials, model=IndexRunConfig)
+    cfg = load_config(path, check_credentials=check_credentials, model=IndexRunConfig)
+    assert isinstance(cfg, IndexRunConfig)  # validated as the model it was given
+    return cfg

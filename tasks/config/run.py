@@ -12,8 +12,11 @@ from pydantic import (
     model_validator,
 )
 
-from tasks.config.connection import LOCALAPI, Limits, StrictModel, as_utc
+from tasks.config.connection import Connection, StrictModel, as_utc
+from tasks.dialects import registry
+from tasks.dialects.base import Dialect
 from tasks.errors import ConfigError
+from tasks.media.tokens import FRAME_TOKENS
 
 VIDEO_EXTENSIONS = ["mp4", "mpeg", "mpg", "mov", "avi", "flv", "webm", "wmv", "3gp"]
 
@@ -49,72 +52,52 @@ class MediaLimits(StrictModel):
         return self.max_seconds_audio if has_audio else self.max_seconds_silent
 
 
-# The seeds' numbers: GDC (001/004) 100 s with audio, 120 s without, 10 videos, nine MIME types;
-# Trinity (002) 70 MB per file and four MIME types; Lunos (000) four MIME types.
-DIALECT_MEDIA_LIMITS: dict[str, dict[str, Any]] = {
-    "gdc": {"max_seconds_audio": 100, "max_seconds_silent": 120, "max_videos_per_request": 10,
-            "mime_types": ["video/avi", "video/x-flv", "video/mov", "video/mpeg", "video/mpg", "video/mp4",
-                           "video/webm", "video/wmv", "video/3gpp"]},
-    "trinity": {"max_bytes_per_video": 70 * 1024 * 1024,
-                "mime_types": ["video/mp4", "video/mpeg", "video/quicktime", "video/webm"]},
-    "openai": {"mime_types": ["video/mp4", "video/mpeg", "video/mov", "video/webm"]},
-}
+class ProviderConfig(Connection):
+    """A run's provider: a Connection that speaks a dialect to a model, and how videos reach it."""
 
-
-class ProviderConfig(StrictModel):
-    name: str = "provider"
-    dialect: Literal["openai", "gdc", "trinity"]
-    base_url: str = Field(min_length=1)
+    dialect: str
     model: str = Field(min_length=1)
-    api_key_env: str | None = None
-    token_command: str | None = None
-    token_ttl_s: float = Field(default=3000, gt=0)
     project: str | None = None
     location: str | None = None
     delivery: Literal["inline", "presigned", "storage_uri", "public_url"] = "inline"
     public_base_url: str | None = None
     presign_expires_s: PositiveInt = 3600
-    limits: Limits = Field(default_factory=Limits)
-    timeout_s: float = Field(default=120, gt=0)
-    connect_timeout_s: float = Field(default=10, gt=0)
-    max_attempts: PositiveInt = 6
-    max_retry_time_s: float = Field(default=600, gt=0)
-    backoff_initial_s: float = Field(default=1.0, ge=0)
-    backoff_max_s: float = Field(default=60.0, ge=0)
-    retry_budget_ratio: float = Field(default=0.2, ge=0)
-    retry_budget_min: int = Field(default=50, ge=0)
-    breaker_failures: PositiveInt | None = 20
-    breaker_window_s: float = Field(default=60.0, ge=0)
-    quota_error_codes: list[str] = Field(default_factory=lambda: ["insufficient_quota"])
-    frame_tokens: PositiveInt = 258
+    frame_tokens: PositiveInt = FRAME_TOKENS  # per sampled frame, by the Gemini token rules
     structured_output: Literal["json_schema", "prompt"] = "json_schema"  # how a JSON schema is asked for
     media: MediaLimits = Field(default_factory=MediaLimits)
     extra_body: dict[str, Any] = Field(default_factory=dict)
 
+    @field_validator("dialect")
+    @classmethod
+    def _known_dialect(cls, v: str) -> str:
+        registry.dialect(v)
+        return v
+
     @model_validator(mode="before")
     @classmethod
     def _media_defaults(cls, data: Any) -> Any:
-        """A profile's media limits start from its dialect's seed numbers; keys given override them."""
-        if isinstance(data, dict) and data.get("dialect") in DIALECT_MEDIA_LIMITS:
+        """A profile's media limits start from its dialect's documented ones; keys given override them."""
+        if isinstance(data, dict) and isinstance(data.get("dialect"), str) and data["dialect"] in registry.DIALECTS:
             given = data.get("media") or {}
             if isinstance(given, dict):
-                data = {**data, "media": {**DIALECT_MEDIA_LIMITS[data["dialect"]], **given}}
+                data = {**data, "media": {**registry.DIALECTS[data["dialect"]].media_limits, **given}}
         return data
 
     @model_validator(mode="after")
     def _check(self) -> ProviderConfig:
-        if self.api_key_env and self.token_command:
-            raise ValueError("set either api_key_env or token_command, not both")
-        if self.dialect == "gdc" and not (self.project and self.location):
-            raise ValueError("the gdc dialect needs project and location (they form the endpoint path)")
+        self.dialect_record.require(dict(self))
         if self.delivery == "public_url" and not self.public_base_url:
             raise ValueError("delivery public_url needs public_base_url (the URL prefix that serves the source)")
         return self
 
     @property
-    def embedded(self) -> bool:
-        """True when the run starts its own offline localapi."""
-        return self.base_url == LOCALAPI
+    def dialect_record(self) -> Dialect:
+        """The Dialect record this provider speaks."""
+        return registry.dialect(self.dialect)
+
+    def endpoint(self, base_url: str | None = None) -> str:
+        """The chat/completions URL, on `base_url` when given (an embedded localapi's) else the configured one."""
+        return self.dialect_record.endpoint(base_url or self.base_url, self.project, self.location)
 
 
 class PromptConfig(StrictModel):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -131,7 +131,8 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                 raise FileNotFoundError(root)
             return  # an empty prefix in an existing bucket: nothing new tonight
         if fs.isfile(root):
-            walker = [(root.rsplit("/", 1)[0], [], {root.rsplit("/", 1)[-1]: fs.info(root)})]
+            walker: Iterable[tuple[str, list[str], dict[str, dict]]] = [
+                (root.rsplit("/", 1)[0], [], {root.rsplit("/", 1)[-1]: fs.info(root)})]
             base = root.rsplit("/", 1)[0]
         else:
             walker = fs.walk(root, detail=True)

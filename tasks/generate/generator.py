@@ -6,7 +6,6 @@ import asyncio
 import io
 import logging
 import re
-import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -17,8 +16,8 @@ from urllib.parse import quote, urlsplit
 import fsspec
 import httpx
 
-from tasks.call.auth import Credentials
 from tasks.call.client import ProviderClient
+from tasks.call.provider import open_provider
 from tasks.config.generate import GenerateConfig
 from tasks.config.load import load_config
 from tasks.config.run import OutputConfig
@@ -30,6 +29,7 @@ from tasks.errors import (
     ProviderError,
     RetryableError,
     SourceError,
+    VidbatchError,
     redact,
 )
 from tasks.generate.prompts import ImageSender, Prompt, strip_query
@@ -45,7 +45,7 @@ from tasks.record.totals import Totals
 VIDEO_EXTENSIONS = ("mp4", "mov", "webm")
 
 
-def _kinds(cls: type) -> set[str]:
+def _kinds(cls: type[VidbatchError]) -> set[str]:
     return {cls.kind} | {k for sub in cls.__subclasses__() for k in _kinds(sub)}
 
 
@@ -196,6 +196,7 @@ class Generator:
     async def track(self, work: Work) -> Generation:
         """Take one prompt as far as it goes in this run: submitted, finished and stored, or still in progress."""
         if not work.submit:  # the list may have moved the prompt to another row
+            assert work.previous is not None, "plan_work polls only a prompt whose task was submitted before"
             g = replace(work.previous, prompt_source=work.prompt.source, prompt_row=work.prompt.row)
             g = await self._follow(g, 0.0)
         else:
@@ -215,7 +216,7 @@ class Generator:
         return g
 
     def _name(self, g: Generation) -> str:
-        return f"prompt {g.prompt_key[:12]} ({g.prompt_source.rsplit('/', 1)[-1]} row {g.prompt_row})"
+        return f"prompt {g.prompt_key[:12]} ({(g.prompt_source or '').rsplit('/', 1)[-1]} row {g.prompt_row})"
 
     async def _submit(self, prompt: Prompt, previous: Generation | None) -> Generation:
         g = fresh(prompt, self.cfg.provider.name, previous)
@@ -264,6 +265,7 @@ class Generator:
             wait = poll.interval_s if wait <= 0 else min(wait * poll.backoff, poll.max_interval_s)
 
     async def _poll_once(self, g: Generation) -> tuple[Generation, bool]:
+        assert g.task_id is not None, "only a submitted task is polled"
         try:
             exchange = await self.client.request("GET", f"{self.submit_url}/{quote(g.task_id, safe='')}")
             answer = _json_object(exchange.response)
@@ -301,11 +303,12 @@ class Generator:
     async def _store(self, g: Generation) -> tuple[Generation, bool]:
         """Download the finished video into the output storage (whole or not at all) and record where it is."""
         url, started = g.download_url, self._clock()
+        assert url is not None, "_store is called for a completed task with its video's URL"
         try:
             same_host = _origin(url) == _origin(self.submit_url)  # credentials never go to another host
             exchange = await self.client.request("GET", url, auth=same_host, paced=same_host)
             data = exchange.response.content
-            facts = await asyncio.to_thread(probe, io.BytesIO(data), g.video_url)
+            facts = await asyncio.to_thread(probe, io.BytesIO(data), g.video_url or url)
             path = self.clip_path(g)
             await asyncio.to_thread(put_atomic, self.fs, path, data)
         except (ProviderError, MediaError, OSError) as e:
@@ -353,23 +356,10 @@ def check_chain(cfg: GenerateConfig) -> str | None:
 @asynccontextmanager
 async def open_generation_client(cfg: GenerateConfig, transport: httpx.AsyncBaseTransport | None = None,
                                  **client_kwargs) -> AsyncIterator[tuple[ProviderClient, str]]:
-    """A client and the base URL for the run; for base_url `localapi`, an offline localapi serves the run."""
-    p = cfg.provider.client_config()
-    if not cfg.provider.embedded:
-        async with ProviderClient(p, Credentials(p), transport=transport, **client_kwargs) as client:
-            yield client, p.base_url
-        return
-    from localapi import LocalAPI, LocalAPIConfig
-
-    key = "vb-local-" + secrets.token_urlsafe(16)  # a fresh key per run: never configured, never stored
-    storage = dict(cfg.images.storage_options or cfg.prompts.storage_options)
-    api = LocalAPI(LocalAPIConfig(api_key=key, storage_options=storage, storage_endpoint=storage.get("endpoint_url")))
-    api.start()
-    try:
-        async with ProviderClient(p, Credentials(p, token=key), transport=transport, **client_kwargs) as client:
-            yield client, api.url
-    finally:
-        api.stop()
+    """A client and the base URL for the run (open_provider; a `localapi` one reads the images' storage)."""
+    storage = cfg.images.storage_options or cfg.prompts.storage_options
+    async with open_provider(cfg.provider, transport, storage, **client_kwargs) as client:
+        yield client, client.base_url
 
 
 @dataclass

@@ -19,6 +19,7 @@ import fsspec
 import pyarrow.parquet as pq
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic_core import ErrorDetails
 
 from tasks.config.generate import (
     GenerateConfig,
@@ -92,7 +93,7 @@ class Prompt:
 
 
 class PromptRow(BaseModel):
-    """The fields of one prompt as seed 003 names them."""
+    """The fields of one prompt as the Luma generation task API names them."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
@@ -274,7 +275,7 @@ def prompt_key(fields: dict, provider: str, take: int) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()
 
 
-def _message(err: dict) -> str:
+def _message(err: ErrorDetails) -> str:
     field = ".".join(str(p) for p in err["loc"]) or "(row)"
     if err["type"] == "extra_forbidden":
         return f"{field}: unknown field; allowed fields: {', '.join(PROMPT_FIELDS)}"
@@ -290,7 +291,9 @@ def load_prompts(cfg: GenerateConfig, images: ImageSender | None = None) -> list
     uri, rows = read_rows(cfg.prompts)
     images = images or ImageSender(cfg.images, cfg.prompts.storage_options)
     defaults = cfg.prompts.defaults.model_dump(exclude_none=True)
-    problems, prompts, takes = [], [], {}
+    problems: list[str] = []
+    prompts: list[Prompt] = []
+    takes: dict[str, int] = {}  # a row's fields as JSON -> its latest take (0: the first of identical rows)
     for n, (label, raw) in enumerate(rows, 1):
         try:
             row = PromptRow.model_validate({**defaults, **{k: v for k, v in raw.items() if v is not None}})

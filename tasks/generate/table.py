@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -98,7 +99,7 @@ class Generation:
 
     @classmethod
     def from_row(cls, row: dict) -> Generation:
-        values = {c: row.get(c) for c in COLUMNS}
+        values: dict[str, Any] = {c: row.get(c) for c in COLUMNS}
         values["states"] = tuple(values["states"] or ())
         values["polls"] = values["polls"] or 0
         return cls(**values)

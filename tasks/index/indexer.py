@@ -178,7 +178,8 @@ class Indexer:
         payload = build_payload(p.dialect, p.model, s.system, user, [], params, p.extra_body)
         estimate = text_tokens(s.system, user)
         result = await client.send(payload, estimate, todo.reduce_key)
-        problem = self.reduce_check(result.completion.text) if result.error is None else None
+        answered = result.completion if result.error is None else None
+        problem = self.reduce_check(answered.text) if answered is not None else None
         result, repairs = await check_and_repair(client, payload, {}, result, problem, self.reduce_check,
                                                  todo.reduce_key, estimate)
         first = todo.rows[0]
@@ -211,7 +212,7 @@ class Indexer:
         marked, reduce_done = set(), set()
         if entries is not None:
             for source_key, stage, key, kind in zip(*(entries[c].to_pylist() for c in
-                                                      ("source_key", "stage", "request_key", "kind"))):
+                                                      ("source_key", "stage", "request_key", "kind")), strict=True):
                 if kind == VIDEO:
                     marked.add(source_key)
                 elif stage == "reduce":

@@ -119,7 +119,8 @@ def _latest(entries: list[dict]) -> dict[str, list[dict]]:
     """source_uri -> the entries of its newest indexed version (by its `video` entry), one per entry_id."""
     newest: dict[str, dict] = {}
     for e in entries:
-        if e["kind"] == VIDEO and (e["source_uri"] not in newest or e["created_at"] > newest[e["source_uri"]]["created_at"]):
+        if e["kind"] == VIDEO and (e["source_uri"] not in newest
+                                   or e["created_at"] > newest[e["source_uri"]]["created_at"]):
             newest[e["source_uri"]] = e
     keys = {v["source_key"] for v in newest.values()}
     by_id: dict[str, dict] = {}

@@ -225,8 +225,9 @@ def _check_container(container: str) -> None:
 class _Streams:
     """The streams an operation uses, the timeline origin, the frame interval and the stated duration."""
 
-    video: object
-    audio: object | None
+    video: av.VideoStream
+    audio: av.AudioStream | None
+    time_base: Fraction  # the video stream's
     origin: float  # the container's start time: absolute time = pts * time_base - origin
     frame_s: float
     declared_s: float | None  # where the video stream says it ends (else the container's duration)
@@ -242,14 +243,23 @@ def _streams(c, step: _Step) -> _Streams:
     if vs is None:
         raise step.fail(f"no video stream (streams: {[s.type for s in c.streams] or 'none'})")
     audio = c.streams.audio[0] if c.streams.audio else None
+    tb = _time_base(vs, step)
     rate = vs.average_rate or vs.guessed_rate or vs.base_rate
     frame_s = 1 / float(rate) if rate and 0 < float(rate) < 1000 else 0.04
     origin = c.start_time / av.time_base if c.start_time is not None else 0.0
-    if vs.duration and vs.time_base:
-        declared = float((vs.start_time or 0) * vs.time_base) - origin + float(vs.duration * vs.time_base)
+    declared: float | None
+    if vs.duration:
+        declared = float((vs.start_time or 0) * tb) - origin + float(vs.duration * tb)
     else:
         declared = c.duration / av.time_base if c.duration else None
-    return _Streams(vs, audio, origin, frame_s, declared)
+    return _Streams(vs, audio, tb, origin, frame_s, declared)
+
+
+def _time_base(stream: av.VideoStream | av.AudioStream, step: _Step) -> Fraction:
+    """A demuxed stream's time base: libavformat always sets one; PyAV types it Optional (unset output streams)."""
+    if stream.time_base is None:
+        raise step.fail(f"the {stream.type} stream states no time base")
+    return stream.time_base
 
 
 def _check_complete(step: _Step, s: _Streams, written_end: float, wanted_end: float) -> None:
@@ -272,7 +282,7 @@ def _empty(step: _Step, s: _Streams, data_end: float | None) -> MediaError:
 
 
 def _seek(c, s: _Streams, t: float) -> None:
-    c.seek(max(0, int((t + s.origin) / s.video.time_base)), stream=s.video, backward=True)
+    c.seek(max(0, int((t + s.origin) / s.time_base)), stream=s.video, backward=True)
 
 
 def _pts(packet) -> int | None:
@@ -450,7 +460,7 @@ def _copy(src, path: str, key_t: float, start_s: float, end_s: float, container:
                             continue
                         started, v_offset = True, pts
                         if audio is not None:
-                            a_offset = round(pts * vs.time_base / audio.time_base)
+                            a_offset = round(pts * s.time_base / _time_base(audio, step))
                             for held in held_audio:
                                 _mux_shifted(out, held, oa, a_offset)
                             audio_packets += len(held_audio)
@@ -552,7 +562,7 @@ def _encode_range(c, s: _Streams, path: str, start_s: float, end_s: float, enc: 
     out_h = _even(min(src_h, enc.height) if enc.height else src_h)
     out_w = _even(src_w * out_h / src_h)
     rate = vs.average_rate or vs.guessed_rate or Fraction(25)
-    tb = vs.time_base if vs.time_base <= Fraction(1, 1000) else Fraction(1, 90000)  # avi counts whole frames
+    tb = s.time_base if s.time_base <= Fraction(1, 1000) else Fraction(1, 90000)  # avi counts whole frames
     step.now = "encoder setup"
     with _output(path, enc.container) as out:
         options = dict(_X264) if vcodec == "libx264" else {"deadline": "realtime", "cpu-used": "8"}
@@ -633,6 +643,7 @@ def _encode_range(c, s: _Streams, path: str, start_s: float, end_s: float, enc: 
                     part = frame if (i0, i1) == (0, n) else _slice_audio(frame, i0, i1)
                     part.pts, part.time_base = pts, Fraction(1, sr)
                     step.now = "encode audio"
+                    assert oa is not None  # audio_done starts True without an audio stream, else oa was added
                     for p in oa.encode(part):
                         out.mux(p)
                         audio_packets += 1
@@ -700,7 +711,7 @@ def shrink(src, dst: str, max_bytes: int, max_height: int = 720, min_height: int
         with _input(src) as c:
             s = _streams(c, step)
             src_w, src_h = s.video.codec_context.width, s.video.codec_context.height
-            duration = s.declared_s or (float(s.video.duration * s.video.time_base) if s.video.duration else None)
+            duration = s.declared_s or (float(s.video.duration * s.time_base) if s.video.duration else None)
             has_audio = s.audio is not None
         if not duration or not src_w or not src_h:
             raise step.fail("the duration or the frame size could not be read")

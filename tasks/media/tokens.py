@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+from typing import TYPE_CHECKING
 
-from tasks.media.probe import Probe
+if TYPE_CHECKING:  # an annotation only: the rules import without PyAV (tasks/config names FRAME_TOKENS)
+    from tasks.media.probe import Probe
 
-TIMESTAMP_TOKENS = 7
+FRAME_TOKENS = 258  # per sampled frame; a provider profile's frame_tokens overrides it
+
+
+TIMESTAMP_TOKENS = 7  # per sampled second
 
 
 AUDIO_TOKENS_PER_S = 32
@@ -23,7 +28,7 @@ def text_tokens(*texts: str) -> int:
     return sum(math.ceil(len(t) / 4) for t in texts if t)
 
 
-def video_tokens(p: Probe, frame_tokens: int = 258) -> int:
-    """Gemini rules (seeds 001/004): per sampled second a frame, a timestamp and, with audio, 32 audio tokens."""
+def video_tokens(p: Probe, frame_tokens: int = FRAME_TOKENS) -> int:
+    """The Gemini token rules: per sampled second a frame, a timestamp and, with audio, 32 audio tokens."""
     per_second = frame_tokens + TIMESTAMP_TOKENS + (AUDIO_TOKENS_PER_S if p.has_audio else 0)
     return sampled_seconds(p.duration_s, p.fps) * per_second

@@ -9,7 +9,6 @@ from datetime import datetime
 from tasks.config.run import RunConfig, parse_when
 from tasks.discover.listing import SourceObject
 from tasks.plan.items import request_key
-from tasks.record.watermark import watermark_since
 
 
 def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, done: set[str], totals,
@@ -44,11 +43,12 @@ class RunWindow:
         return self.covers_all_since_watermark and self.until is None and limit is None
 
 
-def run_window(cfg: RunConfig, since: str | None, until: str | None, incremental: bool) -> RunWindow:
-    """--since/--until win; an incremental run starts at the job's watermark (less the overlap)."""
+def run_window(cfg: RunConfig, since: str | None, until: str | None, incremental: bool,
+               watermark: datetime | None = None) -> RunWindow:
+    """--since/--until win; an incremental run starts at `watermark` (the job's, less the overlap; None: from the
+    start)."""
     since_at = parse_when(since) or cfg.source.since
     until_at = parse_when(until, "--until") or cfg.source.until
     if since_at is None and incremental:
-        since_at = watermark_since(cfg.output, cfg.job)
-        return RunWindow(since_at, until_at, True)
+        return RunWindow(watermark, until_at, True)
     return RunWindow(since_at, until_at, since_at is None)

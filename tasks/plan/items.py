@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from fsspec import AbstractFileSystem
 
 from tasks.config.run import RunConfig
-from tasks.dialects.mime import mime_for
+from tasks.dialects.registry import mime_for
 from tasks.discover.listing import SourceObject
 from tasks.errors import (
     LimitError,
@@ -64,7 +64,7 @@ def request_key(obj: SourceObject, cfg: RunConfig, segment: tuple[int, float, fl
 
 
 def estimate_tokens(pr: Probe, cfg: RunConfig, seconds: float | None = None, with_text: bool = True) -> int:
-    """Prompt tokens by the seeds' Gemini rules (for `seconds` of the video) plus the prompt text."""
+    """Prompt tokens by the Gemini token rules (for `seconds` of the video) plus the prompt text."""
     if seconds is not None:
         pr = replace(pr, duration_s=seconds)
     text = text_tokens(cfg.prompt.system, cfg.prompt.user) if with_text else 0
@@ -128,7 +128,8 @@ def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> list
     return items
 
 
-def plan_items(fs: AbstractFileSystem, objs: Iterable[SourceObject], cfg: RunConfig, workers: int = 4) -> list[WorkItem]:
+def plan_items(fs: AbstractFileSystem, objs: Iterable[SourceObject], cfg: RunConfig,
+               workers: int = 4) -> list[WorkItem]:
     """Plan a batch of objects, probing several at once (PyAV releases the GIL while it decodes)."""
     from concurrent.futures import ThreadPoolExecutor
 

@@ -42,6 +42,7 @@ def _day(value: str | date | None, name: str) -> date | None:
     if value is None or isinstance(value, date) and not isinstance(value, datetime):
         return value
     when = parse_when(value, name)
+    assert when is not None  # parse_when returns None only for None, handled above
     if when.time() != datetime.min.time():
         raise ConfigError(f"{name} {value!r}: backfill shards are whole days; give a date (YYYY-MM-DD)")
     return when.date()
@@ -59,7 +60,7 @@ def plan_shards(since: str | date | None = None, until: str | date | None = None
     if len(set(prefixes)) != len(prefixes):
         raise ConfigError(f"backfill: prefixes repeat: {prefixes}")
     days: list[tuple[date | None, date | None]] = [(None, None)]
-    if start is not None:
+    if start is not None and end is not None:  # both or neither, checked above
         if end <= start:
             raise ConfigError(f"backfill: until {end} must be after since {start}")
         days = [(start + timedelta(days=i), start + timedelta(days=i + 1)) for i in range((end - start).days)]

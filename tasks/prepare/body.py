@@ -24,14 +24,14 @@ class RequestBody:
     """The JSON of a payload whose placeholders are replaced, while streaming, by base64 data URLs."""
 
     def __init__(self, payload: dict, inline: dict[str, InlineData] | None = None):
-        text = json.dumps(payload, separators=(",", ":")).encode()
-        self.pieces: list[bytes | InlineData] = [text]
+        rest = json.dumps(payload, separators=(",", ":")).encode()  # the text after the last video placed
+        self.pieces: list[bytes | InlineData] = []
         for token, data in (inline or {}).items():
-            rest = self.pieces.pop()
-            before, found, after = rest.partition(token.encode())
+            before, found, rest = rest.partition(token.encode())
             if not found:
                 raise ValueError(f"placeholder for {data.name} is not in the payload")
-            self.pieces += [before, data, after]
+            self.pieces += [before, data]
+        self.pieces.append(rest)
 
     def __len__(self) -> int:
         return sum(len(p) if isinstance(p, bytes) else p.encoded_size() for p in self.pieces)

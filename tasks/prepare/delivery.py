@@ -10,7 +10,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import ProviderConfig
 from tasks.dialects.base import InlineData, VideoRef
-from tasks.dialects.mime import mime_for
+from tasks.dialects.registry import mime_for
 from tasks.discover.listing import SourceObject
 from tasks.errors import ConfigError, SourceError
 from tasks.prepare.body import CHUNK, placeholder
@@ -43,7 +43,9 @@ def video_ref(fs: AbstractFileSystem, obj: SourceObject, provider: ProviderConfi
         elif mode == "storage_uri":
             url = obj.uri
         else:
-            url = f"{provider.public_base_url.rstrip('/')}/{quote(obj.rel)}"
+            base = provider.public_base_url
+            assert base is not None, "ProviderConfig refuses delivery public_url without public_base_url"
+            url = f"{base.rstrip('/')}/{quote(obj.rel)}"
     except FileNotFoundError:
         raise SourceError(f"{obj.uri}: vanished between listing and sending") from None
     except OSError as e:

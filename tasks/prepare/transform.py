@@ -82,9 +82,12 @@ def _transform(item: WorkItem, fs: AbstractFileSystem, cfg: RunConfig, work: str
     if os.path.getsize(src) != item.obj.size:
         raise SourceError(f"{item.obj.uri}: changed between listing and reading (listed {item.obj.size:,} bytes, "
                           f"read {os.path.getsize(src):,}); the next run sends the new version")
-    path, ops = src, []
+    path = src
+    ops: list[str] = []
     if "cut" in item.ops:
-        c = cut(path, item.segment_start_s, item.segment_end_s, os.path.join(work, f"segment.{item.ext}"),
+        end_s = item.segment_end_s
+        assert end_s is not None  # plan_item sets segment_end_s on every item it plans a cut for
+        c = cut(path, item.segment_start_s, end_s, os.path.join(work, f"segment.{item.ext}"),
                 mode=cfg.media.cut_mode, container=item.ext)
         path, ops = c.path, ops + [f"cut:{c.mode}"]
     elif "transcode" in item.ops:

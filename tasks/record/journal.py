@@ -39,7 +39,8 @@ class LedgerWriter:
         self._last_flush = clock()
         self.files: list[str] = []
         self.rows_written = 0
-        self._lock = threading.RLock()  # rows arrive from several threads (asyncio.to_thread): a flush must not drop one
+        # rows arrive from several threads (asyncio.to_thread): a flush must not drop one
+        self._lock = threading.RLock()
         if output.journal:
             self._lease()
 
@@ -118,8 +119,8 @@ def recover_journal(output: OutputConfig, recovering_run: str) -> int:
     journal = pa.concat_tables(tables) if tables else to_table([])
     existing = read_rows(output, list(ROW_IDENTITY)) if journal.num_rows else None
     if existing is not None:
-        seen = set(zip(*(existing[c].to_pylist() for c in ROW_IDENTITY)))
-        keep = [ident not in seen for ident in zip(*(journal[c].to_pylist() for c in ROW_IDENTITY))]
+        seen = set(zip(*(existing[c].to_pylist() for c in ROW_IDENTITY), strict=True))
+        keep = [ident not in seen for ident in zip(*(journal[c].to_pylist() for c in ROW_IDENTITY), strict=True)]
         journal = journal.filter(pa.array(keep, pa.bool_()))
     write_table(journal, output, recovering_run, label="recovered")
     for d in dead:

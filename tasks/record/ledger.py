@@ -101,7 +101,8 @@ def latest_state(output: OutputConfig) -> dict[str, KeyState]:
         return {}
     t = table.take(pc.sort_indices(table, [("created_at", "ascending")]))
     return {k: KeyState(s, e, src or k, n or 1) for k, s, e, src, n in zip(
-        *(t[c].to_pylist() for c in ("request_key", "status", "error_type", "source_key", "segment_count")))}
+        *(t[c].to_pylist() for c in ("request_key", "status", "error_type", "source_key", "segment_count")),
+        strict=True)}
 
 
 def ok_keys(output: OutputConfig) -> set[str]:

@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import json
+from typing import Protocol
 
-from tasks.call.client import CallResult
-from tasks.call.responses import Completion
 from tasks.config.run import RunConfig
 from tasks.errors import VidbatchError, redact
 from tasks.plan.items import WorkItem, prompt_text_tokens
 from tasks.plan.packs import pack_id
 from tasks.prepare.transform import Prepared
 from tasks.record.tables import now_utc
+
+
+class Answer(Protocol):
+    """What a row keeps of a provider's answer (tasks.call.responses.Completion is one)."""
+
+    @property
+    def text(self) -> str: ...
+    @property
+    def finish_reason(self) -> str | None: ...
+    @property
+    def response_id(self) -> str | None: ...
+    @property
+    def prompt_tokens(self) -> int | None: ...
+    @property
+    def completion_tokens(self) -> int | None: ...
+    @property
+    def total_tokens(self) -> int | None: ...
+
+
+class Outcome(Protocol):
+    """What a row keeps of a request's outcome (tasks.call.client.CallResult is one); record never imports call."""
+
+    @property
+    def completion(self) -> Answer | None: ...
+    @property
+    def error(self) -> VidbatchError | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def latency_ms(self) -> int | None: ...
 
 
 def base_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
@@ -52,29 +81,30 @@ def _json_or_none(text: str) -> str | None:
         return None
 
 
-def answer_fields(c: Completion) -> dict:
+def answer_fields(c: Answer) -> dict:
     """The columns an answer fills: its text, JSON, finish reason, id and usage."""
     return {"output_text": c.text, "output_json": _json_or_none(c.text), "finish_reason": c.finish_reason,
             "response_id": c.response_id, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
             "total_tokens": c.total_tokens}
 
 
-def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: CallResult) -> dict:
+def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: Outcome) -> dict:
     if result.error is not None:
         row = error_row(item, cfg, run_id, result.error, result.attempts, result.latency_ms)
         if result.completion is not None:  # answered but unusable (invalid_output): keep the answer and its usage
             row.update(answer_fields(result.completion))
         return row
+    assert result.completion is not None, "an outcome without an error carries its answer"
     return {**base_row(item, cfg, run_id), "status": "ok", **answer_fields(result.completion),
             "attempts": result.attempts, "latency_ms": result.latency_ms, "http_status": 200}
 
 
-def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: CallResult,
+def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: Outcome,
               prepared: list[Prepared]) -> list[dict]:
     """One row per video of a request; a packed request's usage is on its first row only."""
     request_id = pack_id(pack)
     rows = []
-    for i, (item, prep) in enumerate(zip(pack, prepared)):
+    for i, (item, prep) in enumerate(zip(pack, prepared, strict=True)):  # one Prepared per item, in order
         row = result_row(item, cfg, run_id, result)
         row.update(media_ops=prep.ops, request_id=request_id, pack_size=len(pack), pack_index=i)
         if i > 0 and len(pack) > 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import Protocol
 
 TOTAL_KEYS = ("ok", "error", "skipped_already_done", "prompt_tokens", "completion_tokens", "total_tokens",
               "estimated_prompt_tokens")
@@ -74,3 +75,34 @@ class RunTotals(Totals):
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens, "estimated_prompt_tokens": self.estimated_prompt_tokens,
                 "wall_time_s": round(self.wall_s, 2)}
+
+
+class ProgressView(Protocol):
+    """Where a running command shows its Totals (flows.cli.console.Progress prints them on a terminal)."""
+
+    def update(self, totals: Totals, force: bool = False) -> None: ...
+
+    def close(self, totals: Totals) -> None: ...
+
+
+class NoProgress:
+    """Shows nothing: a flow run by a worker or a test reports through Prefect's logs and artifacts alone."""
+
+    def update(self, totals: Totals, force: bool = False) -> None:
+        pass
+
+    def close(self, totals: Totals) -> None:
+        pass
+
+
+_current: ProgressView = NoProgress()
+
+
+def set_progress(progress: ProgressView) -> None:
+    """Install the progress view the next runs report to (the CLI installs a terminal line)."""
+    global _current
+    _current = progress
+
+
+def current_progress() -> ProgressView:
+    return _current

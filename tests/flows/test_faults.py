@@ -82,7 +82,7 @@ def test_an_exhausted_daily_quota_fails_fast(s3, localapi, make_config):
     result = run(config)
     df = ledger(config)
     assert (result["ok"], result["error"]) == (2, 3)
-    assert sorted(zip(df.error_type.fillna("ok"), df.attempts)) == [
+    assert sorted(zip(df.error_type.fillna("ok"), df.attempts, strict=True)) == [
         ("not_attempted", 0), ("not_attempted", 0), ("ok", 1), ("ok", 1), ("quota_exhausted", 1)]  # no retries
     assert localapi.stats()["requests"] == 3
     not_attempted = set(df[df.error_type == "not_attempted"].request_key)

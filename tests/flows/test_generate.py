@@ -14,7 +14,8 @@ import time
 import pytest
 import yaml
 
-from flows.generate import exit_status, generate
+from flows.cli.main import generate_exit_status
+from flows.generate import generate
 from tasks.config.load import load_config, load_generate_config
 from tasks.errors import ConfigError
 from tasks.generate.table import read_generations
@@ -102,7 +103,7 @@ def test_a_batch_is_submitted_polled_and_stored_in_s3(s3, luma, gen_config):
     assert stats["by_prompt"] == {p["user_prompt"]: 1 for p in PROMPTS} and stats["downloads"] == 3
     df = table(config)
     assert list(df.status) == ["completed"] * 3 and df.task_id.is_unique and list(df.prompt_row) == [1, 2, 3]
-    for row, sizes in zip(df.itertuples(), [(192, 108), (160, 120), (108, 192)]):
+    for row, sizes in zip(df.itertuples(), [(192, 108), (160, 120), (108, 192)], strict=True):
         assert [s["state"] for s in row.states] == ["pending", "queued", "upscaling", "processing", "completed"]
         assert row.output_uri.startswith("s3://gen/out/videos/") and row.output_uri.endswith(".mp4")
         data = fs.cat_file(row.output_uri)
@@ -149,7 +150,7 @@ def test_failed_tasks_are_recorded_with_their_reason_and_resubmitted_only_on_req
     luma.configure({"failure_rate": 1.0, "failure_reason": "moderation: the prompt was refused"})
     config = gen_config(str(write_csv(tmp_path / "p.csv", PROMPTS[1:])), str(tmp_path / "out"))
     result = run(config)
-    assert (result["completed"], result["failed"]) == (0, 2) and exit_status(result) == 1
+    assert (result["completed"], result["failed"]) == (0, 2) and generate_exit_status(result) == 1
     df = table(config)
     assert set(df.failure_reason) == {"moderation: the prompt was refused"} and set(df.error_type) == {"provider"}
     assert set(df.state) == {"failed"} and all(r[-1]["state"] == "failed" for r in df.states)
@@ -204,7 +205,8 @@ def test_a_deadline_leaves_tasks_recorded_in_progress(tmp_path, luma, gen_config
     config = gen_config(str(write_csv(tmp_path / "p.csv", PROMPTS[1:])), str(tmp_path / "out"),
                         poll={"deadline_s": 0.4})
     result = run(config)
-    assert (result["submitted"], result["completed"], result["in_progress"]) == (2, 0, 2) and exit_status(result) == 3
+    assert (result["submitted"], result["completed"], result["in_progress"]) == (2, 0, 2)
+    assert generate_exit_status(result) == 3
     df = table(config)
     assert set(df.status) == {"in_progress"} and set(df.state) == {"pending"} and (df.polls >= 1).all()
     assert luma.stats()["submitted"] == 2

@@ -56,7 +56,8 @@ def server(tmp_path, request, s3, monkeypatch):
     port, home = free_port(), tmp_path / "prefect-home"
     home.mkdir()
     api = f"http://127.0.0.1:{port}/api"
-    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api, "PREFECT_PROFILES_PATH": str(home / "p.toml"),
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api,
+           "PREFECT_PROFILES_PATH": str(home / "p.toml"),
            "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
            "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "1",
@@ -150,8 +151,8 @@ def test_backfill_on_two_workers_holds_one_rpm(tmp_path, request, s3, server, ma
     while not any(w["name"] == POOL for w in rest(api, "POST", "/work_pools/filter", json={})):
         assert time.monotonic() < deadline, [p.read_text()[-2000:] for p in logs]
         time.sleep(0.5)
-    deployed = subprocess.run([sys.executable, "-m", "flows.prefect.deploy", "--all"], env=env, cwd=ROOT, capture_output=True,
-                              text=True, timeout=180)
+    deployed = subprocess.run([sys.executable, "-m", "flows.prefect.deploy", "--all"], env=env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=180)
     assert deployed.returncode == 0, deployed.stdout[-3000:] + deployed.stderr[-3000:]
     names = {d["name"] for d in rest(api, "POST", "/deployments/filter", json={})}
     assert {"nightly-summaries", "archive-index", "backfill", "backfill-shard"} <= names

@@ -56,7 +56,8 @@ def test_each_dialect_and_delivery_one_row_per_video(s3, localapi, make_config, 
         assert r.source_size == len(data) and r.source_etag and r.segment_index == 0
         assert r.has_audio == (not key.endswith(".webm"))
         assert f"duration {r.video_duration_s:.2f}"[:-1] in r.output_text  # localapi states what it decoded
-        assert r.prompt_tokens == r.estimated_prompt_tokens  # the estimate follows the seeds' rules exactly
+        # the estimate follows the token rules of Gemini on GDC video understanding exactly
+        assert r.prompt_tokens == r.estimated_prompt_tokens
         assert r.total_tokens == r.prompt_tokens + r.completion_tokens
     # tokens recorded are the tokens localapi reported
     assert df.prompt_tokens.sum() == sum(t[2] for t in stats["timeline"] if t[1] == 200)

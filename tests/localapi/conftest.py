@@ -42,7 +42,8 @@ def data_url(data: bytes, mime: str = "video/mp4") -> str:
 
 def video_part(dialect: str, *, container: str = "mp4", spec: SampleSpec = SPEC, url: str | None = None,
                mime: str | None = None, name: str = "clip.mp4") -> dict:
-    """A video part shaped like the seed examples: inline (a data URL of a sample) unless `url` is given."""
+    """A video part shaped like the provider documents' examples: inline (a data URL of a sample) unless `url` is
+    given."""
     if url is None:
         default = {"gdc": GDC_MIME, "trinity": TRINITY_MIME}.get(dialect, {}).get(container, f"video/{container}")
         url = data_url(sample(container, spec), mime or default)
@@ -54,7 +55,8 @@ def video_part(dialect: str, *, container: str = "mp4", spec: SampleSpec = SPEC,
 
 
 def request_body(dialect: str, *parts: dict, text: str = "Describe what happens in this video.") -> dict:
-    """A request body: gdc puts the video first (seed 001), openai and trinity the text first (seeds 000, 002)."""
+    """A request body: gdc puts the video first (Gemini on GDC video understanding), openai and trinity the text
+    first (Lunos video input, Trinity video input)."""
     parts = parts or (video_part(dialect),)
     content = [*parts, {"type": "text", "text": text}] if dialect == "gdc" else [{"type": "text", "text": text}, *parts]
     return {("model_id" if dialect == "gdc" else "model"): MODELS[dialect],
@@ -62,7 +64,8 @@ def request_body(dialect: str, *parts: dict, text: str = "Describe what happens 
 
 
 def video_tokens(seconds: int, audio: bool, frame_tokens: int = 258) -> int:
-    """The Gemini rules of seeds 001/004: per second a frame, a 7-token timestamp and 32 audio tokens."""
+    """The token rules of Gemini on GDC video understanding: per second a frame, a 7-token timestamp and 32 audio
+    tokens."""
     return seconds * (frame_tokens + 7 + (32 if audio else 0))
 
 

@@ -54,7 +54,8 @@ def test_trinity_inline_file_part_with_extra_content(post, kit, container):
     part["extra_content"] = {"google": {"fps": 1}}
     body = kit.body("trinity", part, text="这段视频里发生了什么?")
     body["extra_content"] = {"google": {"thinking": False}}
-    assert_answer(post("trinity", body), kit, model="gpt-4o", label=f"clip.{container}", texts=("这段视频里发生了什么?",))
+    assert_answer(post("trinity", body), kit, model="gpt-4o", label=f"clip.{container}",
+                  texts=("这段视频里发生了什么?",))
 
 
 def test_silent_video_and_frame_tokens_profile(api, post, kit):
@@ -75,8 +76,10 @@ def test_several_videos_and_every_text_counted(post, kit):
     assert resp.status_code == 200, resp.text
     text = resp.json()["choices"][0]["message"]["content"]
     assert "video 1 (inline video/mp4): duration 6.00 s" in text
-    assert "video 2 (inline video/webm): duration 2.00 s, 160x120, video vp8, no audio, 2 scenes; scene changes at 1.0 s." in text
-    expected = kit.video_tokens(6, True) + kit.video_tokens(2, False) + kit.text_tokens("You index lectures.", "Compare.", "Noted.")
+    assert ("video 2 (inline video/webm): duration 2.00 s, 160x120, video vp8, no audio, 2 scenes; "
+            "scene changes at 1.0 s.") in text
+    expected = (kit.video_tokens(6, True) + kit.video_tokens(2, False)
+                + kit.text_tokens("You index lectures.", "Compare.", "Noted."))
     assert resp.json()["usage"]["prompt_tokens"] == expected
 
 
@@ -84,7 +87,8 @@ def test_openai_and_trinity_fetch_http_urls(post, kit, file_server):
     file_server.files["/media/clip.mp4"] = kit.sample("mp4")
     url = f"{file_server.url}/media/clip.mp4?token=abc"
     assert_answer(post("openai", kit.body("openai", kit.part("openai", url=url))), kit,
-                  model="google/gemini-2.5-flash", label=file_server.url, texts=("Describe what happens in this video.",))
+                  model="google/gemini-2.5-flash", label=file_server.url,
+                  texts=("Describe what happens in this video.",))
     assert_answer(post("trinity", kit.body("trinity", kit.part("trinity", url=url, name="lecture.mp4"))), kit,
                   model="gpt-4o", label="lecture.mp4", texts=("Describe what happens in this video.",))
 
@@ -98,7 +102,8 @@ def test_gdc_s3_uri_and_presigned_url(api, post, kit, bucket):
     signed = fs.sign("videos/clip.mp4")
     assert signed.startswith(moto_endpoint) and "?" in signed
     resp = post("gdc", kit.body("gdc", kit.part("gdc", url=signed)))
-    assert_answer(resp, kit, model="gemini-2.5-flash", label=moto_endpoint, texts=("Describe what happens in this video.",))
+    assert_answer(resp, kit, model="gemini-2.5-flash", label=moto_endpoint,
+                  texts=("Describe what happens in this video.",))
     assert signed.split("?", 1)[1] not in str(api.stats())
 
 

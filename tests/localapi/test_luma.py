@@ -1,4 +1,5 @@
-"""localapi's Luma-style generation endpoints (seed 003) over HTTP: validation, clock-driven states, failures, clips."""
+"""localapi's Luma-style generation endpoints (the Luma generation task API) over HTTP: validation, clock-driven
+states, failures, clips."""
 
 from __future__ import annotations
 

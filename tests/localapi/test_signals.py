@@ -1,4 +1,5 @@
-"""What localapi tells a client about its limits: x-ratelimit-* headers, a retry delay in the 429 body, a daily quota."""
+"""What localapi tells a client about its limits: x-ratelimit-* headers, a retry delay in the 429 body, a daily
+quota."""
 
 from __future__ import annotations
 

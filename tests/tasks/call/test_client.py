@@ -10,8 +10,10 @@ import pytest
 
 from tasks.call.auth import Credentials
 from tasks.call.client import ProviderClient
+from tasks.call.provider import localapi_base_url, localapi_prefix
 from tasks.call.responses import parse_duration, parse_retry_after, rate_limit_headers
 from tasks.call.retry import CircuitBreaker, RetryBudget
+from tasks.config.connection import Connection
 from tasks.config.run import ProviderConfig
 from tasks.errors import (
     AuthError,
@@ -88,7 +90,8 @@ def test_retry_after_seconds_then_http_date_are_honoured_exactly():
 
 
 def test_5xx_timeouts_and_drops_retried_with_exponential_backoff():
-    result, sleeps, _ = run(provider(), [httpx.Response(500), httpx.Response(502, text="<html><h1>Bad gateway</h1></html>"),
+    result, sleeps, _ = run(provider(), [httpx.Response(500),
+                                         httpx.Response(502, text="<html><h1>Bad gateway</h1></html>"),
                                          httpx.ReadTimeout("slow"), httpx.RemoteProtocolError("dropped"),
                                          httpx.Response(200, json=OK)])
     assert result.error is None and result.attempts == 5
@@ -251,7 +254,8 @@ def test_rate_limit_headers_are_parsed_in_every_form():
          "x-ratelimit-reset-requests": "1m30.5s", "x-ratelimit-limit-tokens": "90000",
          "x-ratelimit-remaining-tokens": "1200", "x-ratelimit-reset-tokens": "120ms"}
     assert rate_limit_headers(h) == {"requests": (3.0, 90.5, 600.0), "tokens": (1200.0, 0.12, 90000.0)}
-    assert rate_limit_headers({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "17"}) == {"requests": (0.0, 17.0, None)}
+    generic = {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": "17"}
+    assert rate_limit_headers(generic) == {"requests": (0.0, 17.0, None)}
     assert rate_limit_headers({"x-ratelimit-remaining": "5"}) == {}  # no reset: nothing to steer by
     assert parse_duration("6m0s") == 360 and parse_duration("0.5") == 0.5 and parse_duration("soon") is None
     assert 9 <= parse_duration(str(time.time() + 10)) <= 10  # a Unix time
@@ -344,3 +348,69 @@ def test_429s_and_bad_requests_do_not_count_towards_the_breaker():
 def test_every_fault_is_classified_by_type_at_the_boundary(answer, kind):
     result, _, _ = run(provider(max_attempts=1), [answer])
     assert result.error.kind == kind and result.attempts == 1
+
+
+# -- any Connection: the endpoint from the dialect, or none -----------------------------------------------------
+
+
+def test_send_posts_to_the_dialects_endpoint_on_an_embedded_base_url():
+    p = provider(dialect="gdc", base_url="https://gdc.test:443", project="P", location="L")
+    seen = []
+
+    async def main():
+        async with ProviderClient(p, Credentials(p, token="t"), base_url="http://127.0.0.1:9",
+                                  transport=scripted([httpx.Response(200, json=OK)], seen)) as c:
+            assert c.base_url == "http://127.0.0.1:9"
+            return await c.send({"model_id": "m", "messages": []}, 1, "k")
+
+    assert asyncio.run(main()).error is None
+    assert seen[0].url == "http://127.0.0.1:9/v1/projects/P/locations/L/chat/completions"
+
+
+def test_a_plain_connection_sends_only_to_an_endpoint_it_is_given():
+    conn = Connection(name="other", base_url="http://other.test", api_key_env="TEST_KEY", max_attempts=1)
+    seen = []
+
+    async def main(endpoint=None):
+        async with ProviderClient(conn, Credentials(conn), transport=scripted([httpx.Response(200, json=OK)], seen),
+                                  endpoint=endpoint) as c:
+            return await c.send({"messages": []}, 1, "k")
+
+    with pytest.raises(TypeError, match="provider 'other' has no chat/completions endpoint"):
+        asyncio.run(main())
+    assert asyncio.run(main("http://other.test/v9/complete")).completion.text == "fine"
+    assert seen[0].url == "http://other.test/v9/complete"
+
+
+def test_where_each_connection_lives_on_a_localapi_server():
+    from tasks.config.generate import GenerationProviderConfig
+
+    assert [localapi_prefix(provider(dialect=d, project="P", location="L")) for d in ("openai", "gdc", "trinity")] \
+        == ["/v1", "", "/trinity/v1"]
+    assert localapi_prefix(GenerationProviderConfig(base_url="localapi")) == ""
+    assert localapi_base_url("http://127.0.0.1:7/", "trinity") == "http://127.0.0.1:7/trinity/v1"
+    with pytest.raises(ConfigError, match="unknown dialect 'x'"):
+        localapi_base_url("http://127.0.0.1:7", "x")
+
+
+@pytest.mark.parametrize("profile,prefix,path", [
+    ("localapi-trinity", "/trinity/v1", "/trinity/v1/chat/completions"),
+    ("localapi-gdc", "", "/v1/projects/demo-project/locations/demo-location/chat/completions"),
+])
+def test_open_provider_starts_a_localapi_where_the_dialect_lives(tmp_path, profile, prefix, path):
+    from tasks.call.provider import open_provider
+    from tasks.config.load import load_config
+
+    run_yaml = tmp_path / "run.yaml"
+    run_yaml.write_text(f"source: {{url: {tmp_path}}}\nprovider: {{profile: {profile}}}\nprompt: {{user: x}}\n"
+                        f"output: {{url: {tmp_path / 'out'}}}\n")
+    cfg = load_config(run_yaml)
+
+    async def main():
+        async with open_provider(cfg) as c:
+            root = c.base_url.removesuffix(prefix)
+            assert root.startswith("http://127.0.0.1:") and root.rsplit(":", 1)[1].isdigit()
+            return c.url, root, c.credentials.header()["Authorization"]
+
+    url, root, auth = asyncio.run(main())
+    assert url == root + path and auth.startswith("Bearer vb-local-")

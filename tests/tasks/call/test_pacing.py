@@ -119,7 +119,7 @@ def test_pause_holds_every_start_then_ramps_back_from_half_rate():
     lim.pause(5)
     starts = [t.start for t in run_at_starts(lim, c, [1] * 200)]
     assert starts[0] == 5.0
-    gaps = [b - a for a, b in zip(starts, starts[1:])]
+    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
     assert gaps[0] == pytest.approx(0.2)     # half the rate right after the pause
     assert 0.1 < gaps[40] < 0.2              # climbing back
     assert gaps[-1] == pytest.approx(0.1)    # full rate after ramp_s
@@ -239,7 +239,7 @@ def test_sliding_window_frees_a_slot_a_minute_after_the_answer():
     c = FakeClock()
     lim = Limiter(rpm=3, window="sliding", margin_s=0.5, clock=c, sleep=c.sleep)
     tickets = [lim.reserve(1) for _ in range(3)]      # the first minute's allowance at once
-    for t, answered in zip(tickets, (0.5, 2.0, 1.0)):  # the provider counted each before its answer came
+    for t, answered in zip(tickets, (0.5, 2.0, 1.0), strict=True):  # the provider counted each before its answer came
         t.end = answered
     c.now = 3.0
     assert [lim.reserve(1).start for _ in range(3)] == [61.0, 62.5, 62.5]

@@ -78,6 +78,23 @@ def test_gdc_needs_project_and_location(tmp_path, monkeypatch):
     assert "project and location" in msg
 
 
+def test_a_gdc_profile_without_project_names_the_missing_keys(tmp_path):
+    p = write(tmp_path, BASE.replace("{profile: localapi-openai}",
+                                     "{profile: gdc, base_url: 'https://e:443', location: europe-west4}"))
+    msg = str(pytest.raises(ConfigError, load_config, p, check_credentials=False).value)
+    assert f"{p} (provider profile " in msg and "missing: project" in msg and "missing: project," not in msg
+    p = write(tmp_path, BASE.replace("{profile: localapi-openai}", "{profile: gdc, base_url: 'https://e:443'}"))
+    assert "missing: project, location" in str(pytest.raises(ConfigError, load_config, p).value)
+
+
+def test_an_unknown_dialect_in_a_profile_names_the_known_ones(tmp_path):
+    (tmp_path / "providers").mkdir()
+    (tmp_path / "providers" / "mine.yaml").write_text("dialect: klingon\nbase_url: http://x\nmodel: m\n")
+    msg = str(pytest.raises(ConfigError, load_config, write(tmp_path, BASE.replace("localapi-openai", "mine"))).value)
+    assert "provider.dialect: Value error, unknown dialect 'klingon'; use one of the known dialects: 'openai', " \
+           "'gdc' or 'trinity' (got 'klingon')" in msg
+
+
 def test_literal_secret_in_storage_options_refused_env_reference_expanded(tmp_path, monkeypatch):
     p = write(tmp_path, BASE.replace("include:", "storage_options: {secret: hunter2}, include:"))
     assert "credentials never go in config files" in str(pytest.raises(ConfigError, load_config, p).value)

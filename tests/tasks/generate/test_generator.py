@@ -16,7 +16,15 @@ from tasks.call.auth import Credentials
 from tasks.call.client import ProviderClient
 from tasks.config.generate import GenerateConfig
 from tasks.errors import AuthError, ConfigError
-from tasks.generate.generator import GenerateTotals, Generator, Work, observe, plan_work, video_url_of
+from tasks.generate.generator import (
+    GenerateTotals,
+    Generator,
+    Work,
+    observe,
+    open_generation_client,
+    plan_work,
+    video_url_of,
+)
 from tasks.generate.prompts import ImageSender, load_prompts
 from tasks.generate.table import (
     Generation,
@@ -239,7 +247,7 @@ def run_generation(cfg, work, luma, table=None):
     table = table or GenerationsTable(cfg.output)
 
     async def main():
-        p = cfg.provider.client_config()
+        p = cfg.provider
         async with ProviderClient(p, Credentials(p), transport=httpx.MockTransport(luma), sleep=sleep,
                                   clock=lambda: now[0]) as client:
             recorder = Recorder(table, "run-1", cfg.output.flush_seconds, clock=lambda: now[0])
@@ -252,6 +260,37 @@ def run_generation(cfg, work, luma, table=None):
 
     (done, gen), = [asyncio.run(main())]
     return done, sleeps, table, gen
+
+
+def test_the_generation_client_opens_on_its_connection_without_a_dialect(tmp_path):
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]))
+    luma = FakeLuma()
+
+    async def main():
+        async with open_generation_client(cfg, httpx.MockTransport(luma)) as (client, base_url):
+            assert client.provider is cfg.provider and not hasattr(client.provider, "dialect")
+            assert base_url == "http://luma.test" and client.url is None  # request only: no chat/completions URL
+            assert client._http.timeout == httpx.Timeout(60, connect=10)
+            answer = await client.request("POST", base_url + "/luma/generations", {"user_prompt": "cat dance"})
+            with pytest.raises(TypeError, match="no chat/completions endpoint"):
+                await client.send({"messages": []}, 1, "k")
+            return answer.response.json()["id"]
+
+    assert asyncio.run(main()) == "task-1"
+    assert luma.requests[0].headers["authorization"] == f"Bearer {KEY}"
+
+
+def test_a_localapi_generation_client_serves_the_luma_api_at_the_server_root(tmp_path):
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]), provider={"base_url": "localapi", "api_key_env": None})
+
+    async def main():
+        async with open_generation_client(cfg) as (client, base_url):
+            assert base_url.startswith("http://127.0.0.1:") and client.base_url == base_url
+            answer = await client.request("POST", base_url + "/luma/generations", {"user_prompt": "cat dance"})
+            return answer.response.json()["state"], client.credentials.header()["Authorization"]
+
+    state, auth = asyncio.run(main())
+    assert state == "pending" and auth.startswith("Bearer vb-local-")
 
 
 def test_submit_retry_poll_backoff_download_and_record(tmp_path):

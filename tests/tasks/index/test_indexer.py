@@ -118,7 +118,8 @@ def test_index_configs_are_checked_before_anything_runs(tmp_path):
     raw["index"]["entries"]["slides"] = {"kind": "slide"}
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(raw))
-    with pytest.raises(ConfigError, match=r"index: .*entries.slides: json_schema needs a property 'slides' of type array"):
+    with pytest.raises(ConfigError,
+                       match=r"index: .*entries.slides: json_schema needs a property 'slides' of type array"):
         load_index_config(bad)
     raw = yaml.safe_load(LECTURES.read_text())
     raw["index"]["entries"]["chapters"]["label"] = "heading"

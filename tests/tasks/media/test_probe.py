@@ -2,7 +2,7 @@ import io
 
 import pytest
 
-from tasks.dialects.mime import mime_for
+from tasks.dialects.registry import mime_for
 from tasks.errors import MediaError
 from tasks.media.probe import probe
 from tasks.media.tokens import sampled_seconds, text_tokens, video_tokens

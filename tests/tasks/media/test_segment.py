@@ -62,7 +62,7 @@ def leftovers(folder: Path) -> list[str]:
 def check_windows(windows, total, limit, overlap=0.0):
     assert windows[0][0] == 0 and windows[-1][1] == total
     assert all(end - start <= limit + EPS for start, end in windows)
-    for (_, end), (start, _) in zip(windows, windows[1:]):
+    for (_, end), (start, _) in zip(windows, windows[1:], strict=False):
         assert end - start == pytest.approx(overlap, abs=EPS)  # covered with the overlap, no gap
 
 
@@ -133,7 +133,7 @@ def test_lecture_is_stream_copied_at_keyframes_into_segments_that_sum_to_it(medi
     assert [x for c in cuts for x in (c.start_s, c.end_s)] == pytest.approx([x for w in windows for x in w],
                                                                            abs=2 * FRAME)
     durations = [duration(c.path) for c in cuts]
-    for c, (a, b), d in zip(cuts, windows, durations):
+    for c, (a, b), d in zip(cuts, windows, durations, strict=True):
         assert c.has_audio and c.container == "mp4" and c.size == Path(c.path).stat().st_size
         assert d == pytest.approx(b - a, abs=2 * FRAME) and d <= 100
     assert sum(durations) == pytest.approx(source, abs=2 * FRAME)
@@ -152,7 +152,7 @@ def test_lecture_is_reencoded_exactly_into_segments_that_sum_to_it(media, tmp_pa
     durations = [duration(c.path) for c in cuts]
     assert durations == pytest.approx([b - a for a, b in windows], abs=2 * FRAME)
     assert sum(durations) == pytest.approx(source, abs=2 * FRAME)
-    for c, (a, b) in zip(cuts, windows):
+    for c, (a, b) in zip(cuts, windows, strict=True):
         frames, audio_s, _ = decode_all(c.path)
         assert frames == round((b - a) * FPS) and audio_s == pytest.approx(b - a, abs=0.1)
 
@@ -160,9 +160,9 @@ def test_lecture_is_reencoded_exactly_into_segments_that_sum_to_it(media, tmp_pa
 def test_overlapping_copies_repeat_the_overlap(media, tmp_path):
     windows = plan_segments(300.0, 100, overlap_s=4, keyframes=keyframe_times(media["lecture"]))
     cuts = [cut(media["lecture"], a, b, str(tmp_path / f"seg{i}.mp4"), mode="copy") for i, (a, b) in enumerate(windows)]
-    for c, (a, b) in zip(cuts, windows):
+    for c, (a, b) in zip(cuts, windows, strict=True):
         assert duration(c.path) == pytest.approx(b - a, abs=5 * FRAME)  # copies may end a B-frame run early
-    for left, right in zip(cuts, cuts[1:]):
+    for left, right in zip(cuts, cuts[1:], strict=False):
         assert left.end_s - right.start_s >= 4 - 5 * FRAME
 
 

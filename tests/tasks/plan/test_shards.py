@@ -49,7 +49,7 @@ def test_prefix_narrows_the_source_and_totals_add_up(tmp_path):
 
 
 def test_ledger_writer_loses_no_row_when_threads_add_while_it_flushes(tmp_path):
-    from tests.tasks.test_ledger import row
+    from tests.tasks.record.test_ledger import row
 
     out = OutputConfig(url=str(tmp_path), flush_rows=3)
     w = LedgerWriter(out, "run-1")

@@ -12,7 +12,8 @@ from tasks.prepare.body import ByteBudget, RequestBody, placeholder
 
 def body_for(data: bytes, declared: int | None = None):
     token = placeholder()
-    payload = {"model": "m", "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": token}}]}]}
+    payload = {"model": "m",
+               "messages": [{"role": "user", "content": [{"type": "video_url", "video_url": {"url": token}}]}]}
     inline = InlineData(lambda: io.BytesIO(data), len(data) if declared is None else declared, "video/mp4", "clip.mp4")
     return RequestBody(payload, {token: inline})
 

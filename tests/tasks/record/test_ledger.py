@@ -139,7 +139,7 @@ def _dead_run_journal(out, run_id, rows, pid=2 ** 22 + 12345):
 def test_recovery_moves_a_dead_runs_journal_into_the_ledger_once(tmp_path):
     from tasks.record.journal import recover_journal
     out = OutputConfig(url=str(tmp_path / "l"), flush_rows=100)
-    w = _dead_run_journal(out, "dead", [row("a", run_id="dead"), row("b", run_id="dead")])
+    _dead_run_journal(out, "dead", [row("a", run_id="dead"), row("b", run_id="dead")])
     write_rows([row("a", run_id="dead")], out, "dead")      # a flush that landed before the kill
     (tmp_path / "l" / "_journal" / "dead" / "cut.jrnl").write_bytes(b"PAR1 torn")  # torn by the kill
     assert recover_journal(out, "next") == 1                  # b; a was already in the ledger

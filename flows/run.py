@@ -1,0 +1,165 @@
+"""The run loop of summarize and index: list, plan the next batch while the last one is sent, record, report."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from fsspec import AbstractFileSystem
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+
+from flows.prefect.artifacts import BatchProgress, publish_summary
+from flows.prefect.shared_limits import shared_permits
+from tasks.call.client import ProviderClient
+from tasks.call.provider import open_provider
+from tasks.call.send import Check, call_items
+from tasks.config.run import RunConfig
+from tasks.discover.listing import DiscoverStats, iter_objects, open_source
+from tasks.plan.batches import pending_batches, run_window
+from tasks.plan.items import WorkItem, plan_items, unfinished
+from tasks.prepare.body import ByteBudget
+from tasks.prepare.delivery import check_delivery
+from tasks.prepare.transform import Scratch, scratch_prefix
+from tasks.record.journal import LedgerWriter, recover_journal
+from tasks.record.ledger import finished_keys, finished_sources, latest_state
+from tasks.record.tables import now_utc
+from tasks.record.totals import RunTotals, current_progress
+from tasks.record.watermark import Watermark, watermark_since, write_watermark
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    """What a run is asked to do beyond its config: the flags of `vidbatch run` and `vidbatch index`."""
+
+    since: str | None = None
+    until: str | None = None
+    limit: int | None = None
+    dry_run: bool = False
+    retry_failed: bool = False
+    all_errors: bool = False
+    force: bool = False
+    incremental: bool = False
+    prefix: str | None = None
+
+    @property
+    def from_watermark(self) -> bool:
+        """An incremental run lists from the watermark, unless it was asked to send finished keys again."""
+        return self.incremental and not (self.retry_failed or self.all_errors or self.force)
+
+
+@dataclass
+class Run:
+    """A run in progress, as its batches and its `finish` hook see it."""
+
+    cfg: RunConfig
+    run_id: str
+    client: ProviderClient
+    writer: LedgerWriter
+    done: set[str]
+    totals: RunTotals = field(default_factory=RunTotals)
+
+    async def record(self, row: dict) -> None:
+        """A finished row: journaled at once, in the ledger by the flush policy, counted, shown."""
+        await asyncio.to_thread(self.writer.add, row)
+        self.totals.add_row(row)
+        current_progress().update(self.totals)
+
+
+Finish = Callable[[Run], Awaitable[dict[str, Any]]]  # after the last batch, the client still open: more result keys
+
+
+@task(name="plan-batch", cache_policy=NO_CACHE, persist_result=False)
+def plan_batch(fs: AbstractFileSystem, objs: list, cfg: RunConfig) -> list[WorkItem]:
+    return plan_items(fs, objs, cfg)
+
+
+@task(name="call-batch", cache_policy=NO_CACHE, persist_result=False)
+async def call_batch(items: list[WorkItem], run: Run, fs: AbstractFileSystem, budget: ByteBudget, scratch: Scratch,
+                     check: Check | None = None) -> list[dict]:
+    return await call_items(items, run.client, fs, run.cfg, run.run_id, run.record, budget, scratch, check)
+
+
+def dry_run_line(item: WorkItem) -> dict:
+    pr = item.probe
+    return {"source_uri": item.obj.uri, "duration_s": item.duration_s, "has_audio": pr.has_audio if pr else None,
+            "mime": item.mime, "estimated_prompt_tokens": item.estimated_prompt_tokens,
+            "segment": f"{item.segment_index + 1}/{item.segment_count} at {item.segment_start_s:.1f} s"
+            if item.segment_count > 1 else "", "ops": ",".join(item.ops),
+            "error": str(item.error) if item.error else None}
+
+
+async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: Check | None = None,
+                      finish: Finish | None = None, output: str | None = None,
+                      extra: dict[str, Any] | None = None) -> dict:
+    """List the source, plan each batch of unfinished objects (the next one while the last is sent), send and record
+    them, then `finish`; move the watermark when the whole window is done. Returns the run's result, whose `output`
+    is `output` (default: the ledger) and which holds `extra` updated by what `finish` returned."""
+    log = get_run_logger()
+    run_id, started = str(flow_run.id or uuid.uuid4()), now_utc()
+    fs, root = open_source(cfg.source)
+    check_delivery(fs, cfg.provider)
+    mark = watermark_since(cfg.output, cfg.job) if opts.from_watermark else None
+    window = run_window(cfg, opts.since, opts.until, opts.from_watermark, mark)
+    if not opts.dry_run and (recovered := recover_journal(cfg.output, run_id)):
+        log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
+    state = latest_state(cfg.output)
+    done = finished_keys(state, opts.retry_failed, opts.all_errors, opts.force)
+    totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
+    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
+    batches = pending_batches(objs, cfg, finished_sources(state, done), totals, opts.limit)
+    board = await BatchProgress.start(cfg.job)
+    if opts.dry_run:
+        for batch in batches:
+            items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+            totals.planned += len(items)
+            planned += [dry_run_line(i) for i in items]
+            totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
+    else:
+        permits = await shared_permits(cfg.provider)
+        writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
+        try:
+            async with open_provider(cfg, permits=permits) as client:
+                run = Run(cfg, run_id, client, writer, done, totals)
+
+                async def settled(batch: asyncio.Future) -> None:
+                    await batch
+                    log.info("batch done: %s", totals.line())
+                    await board.update(totals)
+
+                sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
+                try:                                # last one is still sent, so the pace never stops at a boundary
+                    for batch in batches:
+                        items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+                        totals.planned += len(items)
+                        sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
+                        if len(sending) > 1:
+                            await settled(sending.pop(0))
+                    while sending:
+                        await settled(sending.pop(0))
+                finally:
+                    for unsent in sending:
+                        unsent.cancel()
+                if finish is not None:
+                    writer.flush()  # every answer is in the ledger: what finish reads
+                    more = await finish(run)
+        finally:
+            scratch.close()
+        writer.close()
+        if window.advances_watermark(opts.limit) and not totals.not_attempted and not opts.prefix:
+            write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
+        if permits is not None:
+            await permits.close()
+            log.info("shared limit: %s", permits.summary())
+    totals.skipped_discover = dict(found.skipped)
+    current_progress().close(totals)
+    await board.update(totals, final=True)
+    result = {"run_id": run_id, "output": output or cfg.output.url, "ledger": cfg.output.url,
+              "since": window.since and window.since.isoformat(), **totals.as_dict(), **(extra or {}), **more,
+              "planned": planned}
+    await publish_summary(flow_name, cfg.job, result["output"], {"dry_run": opts.dry_run, **result})
+    return result
