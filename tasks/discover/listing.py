@@ -159,7 +159,7 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                     continue
                 stats.selected += 1
                 yield obj
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:  # noqa: BLE001 - any backend's failure mid-walk is reported with the source URL
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"source.url {source.url!r}: listing failed: {type(e).__name__}: {e}") from None
