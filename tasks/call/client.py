@@ -71,7 +71,7 @@ class ProviderClient:
                  retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None, permits=None,
                  endpoint: str | None = None):
         self.provider, self.credentials = provider, credentials
-        self.permits = permits  # tasks.quota.Permits: the shared limit across workers, awaited before each request
+        self.permits = permits  # shared_pacing.Permits: the rate shared across workers, awaited before each request
         self.base_url = base_url or provider.base_url  # an embedded localapi's, else the configured one
         if endpoint is None and isinstance(provider, ProviderConfig):
             endpoint = provider.endpoint(self.base_url)

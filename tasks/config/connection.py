@@ -33,7 +33,7 @@ class Limits(StrictModel):
     window: Literal["smooth", "sliding"] = "smooth"
     margin_s: float = Field(default=0.25, ge=0, le=30)
     ramp_s: float = Field(default=10.0, ge=0)
-    shared: bool = False  # on a Prefect server, rpm/tpm are also held across workers (tasks/quota.py)
+    shared: bool = False  # on a Prefect server, rpm/tpm are also held across workers (flows/prefect/shared_limits.py)
 
 
 class Connection(StrictModel):
