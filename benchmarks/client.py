@@ -151,12 +151,7 @@ def payload(path: Path, url: str | None) -> dict:
 def run_naive(a: dict) -> dict:
     """asyncio.gather over every item, a semaphore, tenacity retries on 429/5xx/transport errors."""
     import httpx
-    from tenacity import (
-        retry,
-        retry_if_exception_type,
-        stop_after_attempt,
-        wait_exponential_jitter,
-    )
+    from tenacity import retry, retry_if_exception_type, stop_after_attempt, wait_exponential_jitter
 
     files = sorted(Path(a["source"]).glob("*.mp4"))[: a["n"]]
     marks, outcome, attempts = Marks(len(files)), Counter(), Counter()

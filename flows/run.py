@@ -113,10 +113,16 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
     batches = pending_batches(objs, cfg, finished_sources(state, done), totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
+
+    async def plan(batch: list) -> list[WorkItem]:
+        """The batch's items less the segments a previous run finished (probing runs in a thread)."""
+        items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+        totals.planned += len(items)
+        return items
+
     if opts.dry_run:
         for batch in batches:
-            items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
-            totals.planned += len(items)
+            items = await plan(batch)
             planned += [dry_run_line(i) for i in items]
             totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
     else:
@@ -134,8 +140,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
                 sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
                 try:                                # last one is still sent, so the pace never stops at a boundary
                     for batch in batches:
-                        items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
-                        totals.planned += len(items)
+                        items = await plan(batch)
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
                         if len(sending) > 1:
                             await settled(sending.pop(0))

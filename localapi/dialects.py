@@ -8,16 +8,7 @@ from urllib.parse import urlsplit
 
 from localapi.config import MODELS, LocalAPIConfig
 from localapi.media import MediaError, VideoFacts, analyse, ceil_tokens
-from localapi.sources import (
-    DataURL,
-    SourceError,
-    fetch_http,
-    fetch_s3,
-    is_youtube,
-    origin,
-    parse_data_url,
-    same_origin,
-)
+from localapi.sources import DataURL, SourceError, fetch_http, fetch_s3, is_youtube, origin, parse_data_url, same_origin
 
 ROLES = ("system", "user", "assistant")
 OPENAI_MIMES = ("video/mp4", "video/mpeg", "video/mov", "video/webm")  # Lunos video input

@@ -9,13 +9,7 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flows.cli.console import (
-    Progress,
-    print_generate_plan,
-    print_generate_summary,
-    print_plan,
-    print_summary,
-)
+from flows.cli.console import Progress, print_generate_plan, print_generate_summary, print_plan, print_summary
 from tasks.config.load import load_config
 from tasks.config.run import parse_when
 from tasks.errors import VidbatchError

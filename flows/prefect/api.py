@@ -110,11 +110,7 @@ def _drain_prefect_workers(timeout_s: float = 15) -> None:
 @contextmanager
 def prefect_api() -> Iterator[str | None]:
     """Within: PREFECT_API_URL names a server (the configured one, or a temporary one this starts)."""
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_SERVER_ALLOW_EPHEMERAL_MODE,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_API_URL, PREFECT_SERVER_ALLOW_EPHEMERAL_MODE, temporary_settings
 
     configured = PREFECT_API_URL.value()
     if configured or not PREFECT_SERVER_ALLOW_EPHEMERAL_MODE.value():

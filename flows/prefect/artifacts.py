@@ -6,11 +6,7 @@ import json
 import re
 from uuid import UUID
 
-from prefect.artifacts import (
-    acreate_progress_artifact,
-    acreate_table_artifact,
-    aupdate_progress_artifact,
-)
+from prefect.artifacts import acreate_progress_artifact, acreate_table_artifact, aupdate_progress_artifact
 from prefect.runtime import deployment
 
 from tasks.record.totals import RunTotals, sum_totals

@@ -9,10 +9,7 @@ import time
 from collections.abc import Callable
 
 from tasks.config.connection import Connection
-from tasks.errors import (
-    ConfigError,
-    redact,
-)
+from tasks.errors import ConfigError, redact
 
 
 class Credentials:

@@ -14,12 +14,7 @@ import httpx
 
 from tasks.call.auth import Credentials
 from tasks.call.pacing import Limiter, Ticket
-from tasks.call.responses import (
-    Completion,
-    classify,
-    parse_completion,
-    rate_limit_headers,
-)
+from tasks.call.responses import Completion, classify, parse_completion, rate_limit_headers
 from tasks.call.retry import CircuitBreaker, RetryBudget, retry_policy
 from tasks.config.connection import Connection
 from tasks.config.run import ProviderConfig

@@ -11,12 +11,7 @@ from typing import Any
 
 import httpx
 
-from tasks.errors import (
-    MalformedResponseError,
-    ProviderError,
-    error_for_status,
-    redact,
-)
+from tasks.errors import MalformedResponseError, ProviderError, error_for_status, redact
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:

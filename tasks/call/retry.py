@@ -18,11 +18,7 @@ from tenacity.stop import stop_base
 from tenacity.wait import wait_base
 
 from tasks.config.connection import Connection
-from tasks.errors import (
-    ProviderError,
-    RetryableError,
-    redact,
-)
+from tasks.errors import ProviderError, RetryableError, redact
 
 log = logging.getLogger("tasks.call.client")  # the client's own log: retries are part of its story
 

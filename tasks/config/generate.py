@@ -4,11 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import (
-    Field,
-    PositiveInt,
-    field_validator,
-)
+from pydantic import Field, PositiveInt, field_validator
 
 from tasks.config.connection import Connection, StrictModel
 

@@ -8,10 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import (
-    BaseModel,
-    ValidationError,
-)
+from pydantic import BaseModel, ValidationError
 
 from tasks.config.connection import Connection
 from tasks.config.generate import GenerateConfig

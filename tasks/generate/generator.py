@@ -35,11 +35,7 @@ from tasks.errors import (
 from tasks.generate.prompts import ImageSender, Prompt, strip_query
 from tasks.generate.table import IN_PROGRESS, TERMINAL, Generation, Recorder, fresh
 from tasks.media.probe import probe
-from tasks.record.tables import (
-    now_utc,
-    open_output,
-    put_atomic,
-)
+from tasks.record.tables import now_utc, open_output, put_atomic
 from tasks.record.totals import Totals
 
 VIDEO_EXTENSIONS = ("mp4", "mov", "webm")

@@ -21,12 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 from pydantic_core import ErrorDetails
 
-from tasks.config.generate import (
-    GenerateConfig,
-    ImagesConfig,
-    PromptListConfig,
-    check_aspect_ratio,
-)
+from tasks.config.generate import GenerateConfig, ImagesConfig, PromptListConfig, check_aspect_ratio
 from tasks.errors import ConfigError, SourceError
 from tasks.prepare.delivery import OBJECT_STORE_PROTOCOLS
 

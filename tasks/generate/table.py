@@ -16,12 +16,7 @@ import pyarrow.parquet as pq
 from tasks.config.generate import GenerateOutputConfig
 from tasks.config.run import OutputConfig
 from tasks.generate.prompts import Prompt
-from tasks.record.tables import (
-    UTC_TS,
-    open_output,
-    read_table,
-    write_table,
-)
+from tasks.record.tables import UTC_TS, open_output, read_table, write_table
 
 IN_PROGRESS = ("pending", "queued", "dreaming", "processing")
 

@@ -12,11 +12,7 @@ import pyarrow as pa
 
 from tasks.config.index import EntryMap
 from tasks.config.run import OutputConfig
-from tasks.record.tables import (
-    UTC_TS,
-    read_table,
-    write_table,
-)
+from tasks.record.tables import UTC_TS, read_table, write_table
 
 ENTRY_SCHEMA = pa.schema([
     ("run_id", pa.string()), ("job", pa.string()), ("created_at", UTC_TS), ("entry_id", pa.string()),

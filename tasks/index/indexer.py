@@ -31,9 +31,7 @@ from tasks.media.tokens import text_tokens
 from tasks.plan.items import WorkItem
 from tasks.record.ledger import ledger_dataset, read_rows
 from tasks.record.rows import answer_fields
-from tasks.record.tables import (
-    now_utc,
-)
+from tasks.record.tables import now_utc
 
 LEDGER_COLUMNS = ["request_key", "created_at", "status", "source_key", "segment_count", "segment_index", "stage"]
 

@@ -12,12 +12,7 @@ from fsspec import AbstractFileSystem
 from tasks.config.run import RunConfig
 from tasks.dialects.registry import mime_for
 from tasks.discover.listing import SourceObject
-from tasks.errors import (
-    LimitError,
-    MediaError,
-    SourceError,
-    VidbatchError,
-)
+from tasks.errors import LimitError, MediaError, SourceError, VidbatchError
 from tasks.media.probe import Probe, probe
 from tasks.media.tokens import text_tokens, video_tokens
 

@@ -16,13 +16,7 @@ import pyarrow.parquet as pq
 
 from tasks.config.run import OutputConfig
 from tasks.record.ledger import ROW_IDENTITY, SCHEMA, read_rows, to_table
-from tasks.record.tables import (
-    now_utc,
-    open_output,
-    parquet_bytes,
-    put_atomic,
-    write_table,
-)
+from tasks.record.tables import now_utc, open_output, parquet_bytes, put_atomic, write_table
 
 JOURNAL, STATE, LEASE = "_journal", "_state", "lease.json"  # beside the partitions: readers skip _ and . names
 

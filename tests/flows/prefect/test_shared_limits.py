@@ -6,11 +6,7 @@ import dataclasses
 
 import pytest
 
-from flows.prefect.shared_limits import (
-    acquire_block,
-    ensure_shared_limits,
-    shared_permits,
-)
+from flows.prefect.shared_limits import acquire_block, ensure_shared_limits, shared_permits
 from tasks.config.run import ProviderConfig
 from tasks.errors import ConfigError
 from tests.flows.conftest import prefect_api

@@ -2,14 +2,7 @@ import asyncio
 
 import pytest
 
-from tasks.call.shared_pacing import (
-    Bucket,
-    Permits,
-    SharedLimit,
-    block_size,
-    limit_name,
-    shared_limits,
-)
+from tasks.call.shared_pacing import Bucket, Permits, SharedLimit, block_size, limit_name, shared_limits
 from tasks.config.run import ProviderConfig
 from tasks.errors import ConfigError
 

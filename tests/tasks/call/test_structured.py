@@ -8,12 +8,7 @@ from tasks.call.auth import Credentials
 from tasks.call.client import CallResult, ProviderClient
 from tasks.call.responses import Completion
 from tasks.call.send import check_and_repair
-from tasks.call.structured import (
-    ask_for_schema,
-    check_answer,
-    parse_answer,
-    schema_errors,
-)
+from tasks.call.structured import ask_for_schema, check_answer, parse_answer, schema_errors
 from tasks.config.run import ProviderConfig
 
 SCHEMA = {"type": "object", "additionalProperties": False, "required": ["events"], "properties": {

@@ -9,15 +9,7 @@ from pydantic import ValidationError
 from tasks.call.responses import parse_completion
 from tasks.dialects import gdc, openai, registry, trinity
 from tasks.dialects.base import Dialect, VideoRef
-from tasks.dialects.registry import (
-    DIALECTS,
-    NAMES,
-    UnknownDialectError,
-    build_payload,
-    dialect,
-    endpoint,
-    mime_for,
-)
+from tasks.dialects.registry import DIALECTS, NAMES, UnknownDialectError, build_payload, dialect, endpoint, mime_for
 from tasks.errors import ConfigError, MalformedResponseError
 
 

@@ -26,12 +26,7 @@ from tasks.generate.generator import (
     video_url_of,
 )
 from tasks.generate.prompts import ImageSender, load_prompts
-from tasks.generate.table import (
-    Generation,
-    GenerationsTable,
-    Recorder,
-    read_generations,
-)
+from tasks.generate.table import Generation, GenerationsTable, Recorder, read_generations
 from tests.conftest import seed_bucket, video
 from tests.images import png, png_data_url
 

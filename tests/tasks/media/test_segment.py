@@ -7,14 +7,7 @@ import pytest
 from localapi.samples import SampleSpec, write_sample_file
 from tasks.errors import MediaError
 from tasks.media.probe import probe
-from tasks.media.segment import (
-    Cut,
-    cut,
-    keyframe_times,
-    plan_segments,
-    shrink,
-    transcode,
-)
+from tasks.media.segment import Cut, cut, keyframe_times, plan_segments, shrink, transcode
 from tests.conftest import video
 
 FPS = 4

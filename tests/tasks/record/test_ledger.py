@@ -7,14 +7,7 @@ import pyarrow.dataset as ds
 import pytest
 
 from tasks.config.run import OutputConfig
-from tasks.record.ledger import (
-    COLUMNS,
-    SCHEMA,
-    ok_keys,
-    read_ledger,
-    to_table,
-    write_rows,
-)
+from tasks.record.ledger import COLUMNS, SCHEMA, ok_keys, read_ledger, to_table, write_rows
 
 
 def row(key, status="ok", day=0, **kw):
@@ -159,12 +152,7 @@ def test_live_runs_journal_is_left_alone(tmp_path):
 
 
 def test_watermark_round_trip(tmp_path):
-    from tasks.record.watermark import (
-        Watermark,
-        read_watermark,
-        watermark_since,
-        write_watermark,
-    )
+    from tasks.record.watermark import Watermark, read_watermark, watermark_since, write_watermark
     out = OutputConfig(url=str(tmp_path / "l"), watermark_overlap_s=60)
     assert read_watermark(out, "nightly") is None and watermark_since(out, "nightly") is None
     t = datetime(2026, 11, 22, 2, 0, tzinfo=UTC)
