@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from tasks.config.connection import Connection, StrictModel, as_utc
+from tasks.config.layout import parse_layout
 from tasks.dialects import registry
 from tasks.dialects.base import Dialect
 from tasks.errors import ConfigError
@@ -24,8 +25,20 @@ class SourceConfig(StrictModel):
     extensions: list[str] = Field(default_factory=lambda: list(VIDEO_EXTENSIONS))
     since: datetime | None = None
     until: datetime | None = None
+    layout: str | None = None           # e.g. "{camera}/{date:%Y/%m/%d}/": a window lists only its directories
+    layout_lag_days: int = Field(default=1, ge=0)  # days before a window's start whose directories are listed too
 
     _tz = field_validator("since", "until")(as_utc)
+
+    @field_validator("layout")
+    @classmethod
+    def _layout(cls, v: str | None) -> str | None:
+        if v is not None:
+            try:
+                parse_layout(v)
+            except ConfigError as e:
+                raise ValueError(str(e)) from None
+        return v
 
     @field_validator("extensions")
     @classmethod

@@ -1,19 +1,22 @@
-"""List videos under any fsspec URL, one directory at a time, with globs, extensions and a time window."""
+"""List videos under any fsspec URL with globs, extensions, a time window and an optional declared layout."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import lru_cache
 
 import fsspec
 from fsspec import AbstractFileSystem
 from fsspec.implementations.local import LocalFileSystem
 
+from tasks.config.layout import parse_layout
 from tasks.config.run import SourceConfig
+from tasks.discover.globs import glob_regex, matches
+from tasks.discover.walk import Lister, layout_window, misfit_sample, walk_layout, walk_plain
 from tasks.errors import SourceError
+
+__all__ = ["DiscoverStats", "SourceObject", "glob_regex", "iter_objects", "matches", "open_source"]
 
 
 @dataclass(frozen=True)
@@ -39,45 +42,14 @@ class DiscoverStats:
     selected: int = 0
     skipped: dict[str, int] = field(default_factory=lambda: {"extension": 0, "empty": 0, "filtered": 0,
                                                               "time_window": 0})
+    list_calls: int = 0                 # listing requests made (a flat object-store listing: one per 1,000 keys)
+    unfit_sample: str | None = None     # one path that does not fit source.layout
 
-
-@lru_cache(maxsize=256)
-def glob_regex(pattern: str) -> re.Pattern:
-    """Translate a glob (`**` any depth, `*` and `?` within one path segment, `[..]` sets) to a regex."""
-    out, i = [], 0
-    while i < len(pattern):
-        c = pattern[i]
-        if pattern.startswith("**/", i):
-            out.append("(?:.*/)?")
-            i += 3
-        elif pattern.startswith("**", i):
-            out.append(".*")
-            i += 2
-        elif c == "*":
-            out.append("[^/]*")
-            i += 1
-        elif c == "?":
-            out.append("[^/]")
-            i += 1
-        elif c == "[":
-            j = pattern.find("]", i + 1)
-            if j < 0:
-                out.append(re.escape(c))
-                i += 1
-            else:
-                body = pattern[i + 1 : j].replace("\\", "\\\\")
-                out.append("[^" + body[1:] + "]" if body.startswith("!") else "[" + body + "]")
-                i = j + 1
-        else:
-            out.append(re.escape(c))
-            i += 1
-    return re.compile("".join(out) + r"\Z")
-
-
-def matches(rel: str, patterns: list[str]) -> bool:
-    """True when the relative path, or its file name for a pattern with no slash, matches a glob."""
-    name = rel.rsplit("/", 1)[-1]
-    return any(glob_regex(p).match(rel if "/" in p else name) for p in patterns)
+    def unfit(self, rel: str, kind: str) -> None:
+        """An object (or a whole directory) whose path does not fit the layout: counted, one sample kept."""
+        self.skipped["layout"] = self.skipped.get("layout", 0) + 1
+        if self.unfit_sample is None:
+            self.unfit_sample = rel
 
 
 def _mtime(info: dict) -> datetime | None:
@@ -117,13 +89,17 @@ def open_source(source: SourceConfig) -> tuple[AbstractFileSystem, str]:
 def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  since: datetime | None = None, until: datetime | None = None,
                  stats: DiscoverStats | None = None, skip_prefix: str | None = None) -> Iterator[SourceObject]:
-    """Yield the selected video objects under root, directory by directory, in sorted order.
+    """Yield the selected video objects under root in a stable order, listing only what can hold them.
 
-    `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source.
+    With `source.layout`, only the layout's leaf directories of the window's dates are listed (objects elsewhere
+    are counted as `layout` skips); without one, a flat listing on object stores or a walk pruned by the include
+    globs. `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source.
     """
     stats = stats if stats is not None else DiscoverStats()
     exts = set(source.extensions)
+    lister = Lister(fs)
     fs.invalidate_cache()  # fsspec instances are cached per process: a nightly worker must see tonight's objects
+    layout = parse_layout(source.layout) if source.layout else None
     try:
         if not fs.exists(root):
             local = isinstance(fs, LocalFileSystem)
@@ -131,38 +107,48 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                 raise FileNotFoundError(root)
             return  # an empty prefix in an existing bucket: nothing new tonight
         if fs.isfile(root):
-            walker: Iterable[tuple[str, list[str], dict[str, dict]]] = [
-                (root.rsplit("/", 1)[0], [], {root.rsplit("/", 1)[-1]: fs.info(root)})]
+            entries: Iterable[tuple[str, dict]] = [(root, fs.info(root))]
             base = root.rsplit("/", 1)[0]
+        elif layout is not None:
+            stats.skipped.setdefault("layout", 0)
+            entries = walk_layout(lister, root, layout, layout_window(since, until, source.layout_lag_days),
+                                  lambda rel, kind: stats.unfit(rel, kind))
+            base = root
         else:
-            walker = fs.walk(root, detail=True)
+            entries = walk_plain(lister, root, source.include)
             base = root
     except FileNotFoundError:
         raise SourceError(f"source.url {source.url!r}: no such directory or bucket") from None
     except Exception as e:  # noqa: BLE001 - a listing failure is reported with the source URL, any backend
         raise SourceError(f"source.url {source.url!r}: listing failed: {type(e).__name__}: {e}") from None
+    fitting = 0
     try:
-        for dirpath, _dirs, files in walker:
-            for name in sorted(files):
-                info = files[name]
-                if info.get("type", "file") != "file":
-                    continue
-                path = info.get("name") or f"{dirpath}/{name}"
-                rel = path[len(base):].lstrip("/") if path.startswith(base) else name
-                stats.listed += 1
-                obj = SourceObject(uri=fs.unstrip_protocol(path), path=path, rel=rel, size=int(info.get("size") or 0),
-                                   etag=_etag(info), mtime=_mtime(info))
-                reason = "filtered" if skip_prefix and obj.uri.startswith(skip_prefix) else \
-                    _skip_reason(obj, source, exts, since, until)
-                if reason:
-                    stats.skipped[reason] += 1
-                    continue
-                stats.selected += 1
-                yield obj
+        for path, info in entries:
+            if info.get("type", "file") != "file":
+                continue
+            rel = path[len(base):].lstrip("/") if path.startswith(base) else path.rsplit("/", 1)[-1]
+            stats.listed += 1
+            fitting += 1
+            obj = SourceObject(uri=fs.unstrip_protocol(path), path=path, rel=rel, size=int(info.get("size") or 0),
+                               etag=_etag(info), mtime=_mtime(info))
+            reason = "filtered" if skip_prefix and obj.uri.startswith(skip_prefix) else \
+                _skip_reason(obj, source, exts, since, until)
+            if reason:
+                stats.skipped[reason] += 1
+                continue
+            stats.selected += 1
+            yield obj
+        if layout is not None and not fitting:
+            sample = misfit_sample(lister, root, layout)
+            if sample is not None:
+                raise SourceError(f"source.layout {layout.template!r} matches nothing under {source.url!r}: "
+                                  f"{sample!r} does not fit it")
     except Exception as e:  # noqa: BLE001 - any backend's failure mid-walk is reported with the source URL
         if isinstance(e, SourceError):
             raise
         raise SourceError(f"source.url {source.url!r}: listing failed: {type(e).__name__}: {e}") from None
+    finally:
+        stats.list_calls += lister.calls
 
 
 def _skip_reason(obj: SourceObject, source: SourceConfig, exts: set[str], since, until) -> str | None:
