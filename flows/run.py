@@ -21,12 +21,12 @@ from tasks.call.send import Check, call_items
 from tasks.config.run import RunConfig
 from tasks.discover.listing import DiscoverStats, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
-from tasks.plan.items import WorkItem, plan_items, unfinished
+from tasks.plan.items import WorkItem, plan_items, request_key, unfinished
 from tasks.prepare.body import ByteBudget
 from tasks.prepare.delivery import check_delivery
 from tasks.prepare.transform import Scratch, scratch_prefix
 from tasks.record.journal import LedgerWriter, recover_journal
-from tasks.record.ledger import finished_keys, finished_sources, latest_state
+from tasks.record.state import RunState, StateStore
 from tasks.record.tables import now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
@@ -107,11 +107,15 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     window = run_window(cfg, opts.since, opts.until, opts.from_watermark, mark)
     if not opts.dry_run and (recovered := recover_journal(cfg.output, run_id)):
         log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
-    state = latest_state(cfg.output)
-    done = finished_keys(state, opts.retry_failed, opts.all_errors, opts.force)
+    store = None if opts.force else await asyncio.to_thread(StateStore.open, cfg.output)
+    if store is not None and store.stats.folded:
+        log.info("run state: folded %d ledger files into a new base of %d keys", store.stats.delta_files,
+                 store.stats.base_rows)
+    state = RunState(store, lambda obj: request_key(obj, cfg), opts.retry_failed, opts.all_errors, opts.force)
+    done = state.done  # grows as each chunk of listed objects is looked up
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
-    batches = pending_batches(objs, cfg, finished_sources(state, done), totals, opts.limit)
+    batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
 
     async def plan(batch: list) -> list[WorkItem]:

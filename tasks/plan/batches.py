@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -11,24 +11,43 @@ from tasks.discover.listing import SourceObject
 from tasks.plan.items import request_key
 
 
-def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, done: set[str], totals,
-                    limit: int | None = None) -> Iterable[list[SourceObject]]:
-    """Batches of objects not finished yet (by their whole-object key), at most `limit` objects in all."""
+def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, finished: Callable[[list[SourceObject]], set[str]],
+                    totals, limit: int | None = None) -> Iterable[list[SourceObject]]:
+    """Batches of objects not finished yet (by their whole-object key), at most `limit` objects in all.
+
+    `finished` is asked once per chunk of listed objects which of their whole-object keys are finished, so the
+    run's state is looked up for what the listing brings, never loaded whole."""
+    size = max(cfg.output.batch_size, cfg.media.pack.max_videos)  # packs form within a batch
     batch: list[SourceObject] = []
     taken = 0
-    for obj in objs:
-        if request_key(obj, cfg) in done:
-            totals.skipped_done += 1
-            continue
+    for chunk in _chunks(objs, size):
+        done = finished(chunk)
+        for obj in chunk:
+            if request_key(obj, cfg) in done:
+                totals.skipped_done += 1
+                continue
+            if limit is not None and taken >= limit:
+                break
+            batch.append(obj)
+            taken += 1
+            if len(batch) >= size:
+                yield batch
+                batch = []
         if limit is not None and taken >= limit:
             break
-        batch.append(obj)
-        taken += 1
-        if len(batch) >= max(cfg.output.batch_size, cfg.media.pack.max_videos):  # packs form within a batch
-            yield batch
-            batch = []
     if batch:
         yield batch
+
+
+def _chunks(objs: Iterable[SourceObject], size: int) -> Iterator[list[SourceObject]]:
+    chunk: list[SourceObject] = []
+    for obj in objs:
+        chunk.append(obj)
+        if len(chunk) >= size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,7 @@ from fsspec.implementations.local import LocalFileSystem
 from tasks.config.run import OutputConfig
 from tasks.errors import VidbatchError
 from tasks.record.ledger import SCHEMA
+from tasks.record.state import StateStore
 from tasks.record.tables import open_output, parquet_bytes, put_atomic
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
@@ -81,6 +82,8 @@ def compact(output: OutputConfig, partitions: list[str] | None = None, min_files
             report.partitions[name] = _compact_local(fs, root, name, files)
         else:
             report.partitions[name] = _compact_object_store(fs, directory, files)
+    if report.partitions:  # the compacted files are new names to the run state's base: fold them in now
+        StateStore(output).refold()
     return report
 
 
