@@ -12,10 +12,11 @@ import uuid
 from datetime import datetime
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.config.run import OutputConfig
-from tasks.record.ledger import ROW_IDENTITY, SCHEMA, read_rows, to_table
+from tasks.record.ledger import ROW_IDENTITY, SCHEMA, ledger_dataset, to_table
 from tasks.record.tables import now_utc, open_output, parquet_bytes, put_atomic, write_table
 
 JOURNAL, STATE, LEASE = "_journal", "_state", "lease.json"  # beside the partitions: readers skip _ and . names
@@ -111,7 +112,10 @@ def recover_journal(output: OutputConfig, recovering_run: str) -> int:
         except (pa.ArrowInvalid, OSError):
             continue  # cut short by the crash itself: that row was never whole, the rerun sends it again
     journal = pa.concat_tables(tables) if tables else to_table([])
-    existing = read_rows(output, list(ROW_IDENTITY)) if journal.num_rows else None
+    existing = None
+    if journal.num_rows and (data := ledger_dataset(output)) is not None:  # only the journal's keys: memory bounded
+        keys = pc.unique(journal["request_key"])
+        existing = data.to_table(columns=list(ROW_IDENTITY), filter=pc.field("request_key").isin(keys))
     if existing is not None:
         seen = set(zip(*(existing[c].to_pylist() for c in ROW_IDENTITY), strict=True))
         keep = [ident not in seen for ident in zip(*(journal[c].to_pylist() for c in ROW_IDENTITY), strict=True)]
