@@ -15,18 +15,22 @@ from prefect.runtime import flow_run
 
 from flows.prefect.artifacts import BatchProgress, publish_summary
 from flows.prefect.shared_limits import shared_permits
+from tasks.call.budget import money_summary, open_spend
 from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
 from tasks.call.send import Check, call_items
 from tasks.config.run import RunConfig
 from tasks.discover.listing import DiscoverStats, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
+from tasks.plan.bill import bill_line, check_reservations, with_output
 from tasks.plan.items import WorkItem, plan_items, unfinished
+from tasks.plan.packs import make_packs
 from tasks.prepare.body import ByteBudget
 from tasks.prepare.delivery import check_delivery
 from tasks.prepare.transform import Scratch, scratch_prefix
 from tasks.record.journal import LedgerWriter, recover_journal
 from tasks.record.ledger import finished_keys, finished_sources, latest_state
+from tasks.record.spending import mean_output_tokens
 from tasks.record.tables import now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
@@ -45,6 +49,7 @@ class RunOptions:
     force: bool = False
     incremental: bool = False
     prefix: str | None = None
+    budget: float | None = None  # --budget: what this run may spend, in the prices' currency
 
     @property
     def from_watermark(self) -> bool:
@@ -108,6 +113,12 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     if not opts.dry_run and (recovered := recover_journal(cfg.output, run_id)):
         log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
     state = latest_state(cfg.output)
+    spend = open_spend(cfg, opts.budget)  # ConfigError when a budget cannot be held (no prices, no output bound)
+    if cfg.provider.prices is None:
+        log.warning("provider %r has no prices (provider.prices is null): the cost columns are null",
+                    cfg.provider.name)
+    expected_output = mean_output_tokens(cfg.output, cfg.job, cfg.provider.model) or cfg.output_allowance()
+    checked = [spend is None]
     done = finished_keys(state, opts.retry_failed, opts.all_errors, opts.force)
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
@@ -117,19 +128,23 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     async def plan(batch: list) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
         items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+        items = with_output(items, expected_output)
+        if not checked[0] and spend is not None and spend.cap is not None:  # the first batch, before anything is sent
+            check_reservations(make_packs(items, cfg), spend.cap, spend.reservation)
+            checked[0] = True
         totals.planned += len(items)
         return items
 
     if opts.dry_run:
         for batch in batches:
             items = await plan(batch)
-            planned += [dry_run_line(i) for i in items]
+            planned += [{**dry_run_line(i), **bill_line(i, cfg)} for i in items]
             totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
     else:
         permits = await shared_permits(cfg.provider)
         writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
         try:
-            async with open_provider(cfg, permits=permits) as client:
+            async with open_provider(cfg, permits=permits, spend=spend) as client:
                 run = Run(cfg, run_id, client, writer, done, totals)
 
                 async def settled(batch: asyncio.Future) -> None:
@@ -165,6 +180,6 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     await board.update(totals, final=True)
     result = {"run_id": run_id, "output": output or cfg.output.url, "ledger": cfg.output.url,
               "since": window.since and window.since.isoformat(), **totals.as_dict(), **(extra or {}), **more,
-              "planned": planned}
+              "planned": planned, **money_summary(cfg, spend, opts.dry_run)}
     await publish_summary(flow_name, cfg.job, result["output"], {"dry_run": opts.dry_run, **result})
     return result
