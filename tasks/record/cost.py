@@ -128,9 +128,10 @@ def answer_cost(prompt_tokens: int | None, completion_tokens: int | None, usage:
 
 def estimate_columns(est: Estimate | None, prices: Prices | None) -> dict:
     """The estimate by modality and its cost (the prompt by the token rules plus the expected output)."""
+    currency = prices.currency if prices is not None else None
     if est is None:
-        return {}
+        return {"currency": currency}
     return {"estimated_frame_tokens": est.frames, "estimated_audio_tokens": est.audio,
             "estimated_timestamp_tokens": est.timestamps, "estimated_text_tokens": est.text,
             "estimated_output_tokens": est.output, "estimated_cost": as_float(estimated_cost(prices, est)),
-            "currency": prices.currency if prices is not None else None}
+            "currency": currency}
