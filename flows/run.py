@@ -14,6 +14,7 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.prefect.artifacts import BatchProgress, publish_summary
+from flows.prefect.shared_budget import share_day_budget
 from flows.prefect.shared_limits import shared_permits
 from tasks.call.budget import money_summary, open_spend
 from tasks.call.client import ProviderClient
@@ -142,6 +143,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
             totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
     else:
         permits = await shared_permits(cfg.provider)
+        share_day_budget(spend, cfg.provider)
         writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
         try:
             async with open_provider(cfg, permits=permits, spend=spend) as client:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from typing import Protocol
 from zoneinfo import ZoneInfo
 
 from tasks.config.prices import Prices, TokenCounts, money
@@ -21,6 +22,14 @@ from tasks.errors import ConfigError
 from tasks.media.tokens import Estimate
 from tasks.record.cost import answer_cost, estimate_counts
 from tasks.record.spending import spent_on
+
+
+class SharedDay(Protocol):
+    """A per-day budget held on a server for every worker (flows/prefect/shared_budget.py): take and give back."""
+
+    async def take(self, day: date, amount: Decimal) -> bool: ...
+
+    async def give_back(self, day: date, amount: Decimal) -> None: ...
 
 
 @dataclass
@@ -60,8 +69,13 @@ class Spend:
         self.day_spent = spent_on(self.day) if per_day is not None else Decimal(0)
         self.refused = 0  # requests not sent
         self.stopped: str | None = None  # why nothing more is sent
+        self.shared: SharedDay | None = None  # per_day held across workers, when set
         self._turn = asyncio.Lock()
         self._settled = asyncio.Condition()
+
+    def spent_on_day(self, day: date) -> Decimal:
+        """What the ledger says was spent on `day` (before this run)."""
+        return self._spent_on(day)
 
     def today(self) -> date:
         return self._now().astimezone(self.zone).date()
@@ -102,7 +116,8 @@ class Spend:
         async with self._turn:
             while not self.stopped:
                 left = self.left()
-                if left is None or amount <= left:
+                if (left is None or amount <= left) and (
+                        self.shared is None or await self.shared.take(self.day, amount)):
                     self.outstanding += amount
                     return Hold(amount, self.day)
                 if self.outstanding <= 0:
@@ -116,6 +131,10 @@ class Spend:
     async def settle(self, hold: Hold, cost: Decimal | None) -> None:
         """A request is done: its reservation becomes what it cost (`cost` None: assume the worst case)."""
         actual = hold.amount if cost is None else cost
+        if self.shared is not None and actual < hold.amount:
+            await self.shared.give_back(hold.day, hold.amount - actual)
+        elif self.shared is not None and actual > hold.amount:  # it cost more than its worst case: count it all
+            await self.shared.take(hold.day, actual - hold.amount)
         self.outstanding -= hold.amount
         self.spent += actual
         if hold.day == self.day:
