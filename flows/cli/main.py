@@ -122,10 +122,12 @@ def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.index.report import write_report
+    from tasks.record.report import is_index_output, write_ledger_report
 
     options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
     try:
-        path = write_report(args.output, options, args.out)
+        write = write_report if is_index_output(args.output, options) else write_ledger_report  # index or summarize
+        path = write(args.output, options, args.out)
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
@@ -164,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--budget", type=float, metavar="AMOUNT",
                        help="spend at most AMOUNT (the prices' currency) in this run; the rest waits for the next run")
     rep = sub.add_parser("report", help="write a self-contained HTML page of an index: timelines, thumbnails, tokens")
-    rep.add_argument("output", help="the index output (output.url of an index config: holds ledger/ and index/)")
+    rep.add_argument("output", help="an index output (output.url of an index config: holds ledger/ and index/) or a "
+                     "summarize ledger (output.url of a run config)")
     rep.add_argument("--out", help="where the page goes (default OUTPUT/report.html)")
     rep.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                      help="fsspec storage option for OUTPUT and the sources, e.g. endpoint_url=http://127.0.0.1:9000")
