@@ -62,7 +62,8 @@ class RunTotals(Totals):
             self.not_attempted += row.get("error_type") in ("not_attempted", "budget")
             self.budget += row.get("error_type") == "budget"
         self.cost += row.get("cost") or 0.0
-        self.estimated_cost += row.get("estimated_cost") or 0.0
+        if row["status"] == "ok" or row.get("cost") is not None:  # the estimate of what was sent, beside its cost
+            self.estimated_cost += row.get("estimated_cost") or 0.0
         for k in ("prompt_tokens", "completion_tokens", "total_tokens", "estimated_prompt_tokens"):
             setattr(self, k, getattr(self, k) + int(row.get(k) or 0))
 
