@@ -25,7 +25,7 @@ async def index_videos(todos: list[VideoTodo], indexer: Indexer, run: Run) -> in
 @flow(name="index", persist_result=False)
 async def index(config: str, since: str | None = None, until: str | None = None, limit: int | None = None,
                 dry_run: bool = False, retry_failed: bool = False, all_errors: bool = False, force: bool = False,
-                incremental: bool = False, prefix: str | None = None) -> dict:
+                incremental: bool = False, prefix: str | None = None, budget: float | None = None) -> dict:
     """Index every video under the config's source: entries per segment on its timeline, and a whole-video summary."""
     log = get_run_logger()
     indexer = Indexer(load_index_config(config))
@@ -37,7 +37,7 @@ async def index(config: str, since: str | None = None, until: str | None = None,
             log.info("indexed %d videos: %d entries so far; %s", len(todos), entries, run.totals.line())
         return {"entries": entries}
 
-    opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix)
+    opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix, budget)
     # the config's segments, packs and prompt, with the schema asked for and ledger/ as output
     return await run_batches("index", with_prefix(indexer.run_config, prefix), opts, check=indexer.check,
                              finish=finish, output=indexer.config.output.url,

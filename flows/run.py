@@ -14,18 +14,23 @@ from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 
 from flows.prefect.artifacts import BatchProgress, publish_summary
+from flows.prefect.shared_budget import share_day_budget
 from flows.prefect.shared_limits import shared_permits
+from tasks.call.budget import money_summary, open_spend
 from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
 from tasks.call.send import Check, call_items
 from tasks.config.run import RunConfig
 from tasks.discover.listing import DiscoverStats, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
+from tasks.plan.bill import bill_line, check_reservations, with_output
 from tasks.plan.items import WorkItem, plan_items, request_key, unfinished
+from tasks.plan.packs import make_packs
 from tasks.prepare.body import ByteBudget
 from tasks.prepare.delivery import check_delivery
 from tasks.prepare.transform import Scratch, scratch_prefix
 from tasks.record.journal import LedgerWriter, recover_journal
+from tasks.record.spending import mean_output_tokens
 from tasks.record.state import RunState, StateStore
 from tasks.record.tables import now_utc
 from tasks.record.totals import RunTotals, current_progress
@@ -45,6 +50,7 @@ class RunOptions:
     force: bool = False
     incremental: bool = False
     prefix: str | None = None
+    budget: float | None = None  # --budget: what this run may spend, in the prices' currency
 
     @property
     def from_watermark(self) -> bool:
@@ -113,6 +119,12 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
                  store.stats.base_rows)
     state = RunState(store, lambda obj: request_key(obj, cfg), opts.retry_failed, opts.all_errors, opts.force)
     done = state.done  # grows as each chunk of listed objects is looked up
+    spend = open_spend(cfg, opts.budget)  # ConfigError when a budget cannot be held (no prices, no output bound)
+    if cfg.provider.prices is None:
+        log.warning("provider %r has no prices (provider.prices is null): the cost columns are null",
+                    cfg.provider.name)
+    expected_output = mean_output_tokens(cfg.output, cfg.job, cfg.provider.model) or cfg.output_allowance()
+    checked = [spend is None]
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
     batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
@@ -121,19 +133,24 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     async def plan(batch: list) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
         items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+        items = with_output(items, expected_output)
+        if not checked[0] and spend is not None and spend.cap is not None:  # the first batch, before anything is sent
+            check_reservations(make_packs(items, cfg), spend.cap, spend.reservation)
+            checked[0] = True
         totals.planned += len(items)
         return items
 
     if opts.dry_run:
         for batch in batches:
             items = await plan(batch)
-            planned += [dry_run_line(i) for i in items]
+            planned += [{**dry_run_line(i), **bill_line(i, cfg)} for i in items]
             totals.estimated_prompt_tokens += sum(i.estimated_prompt_tokens or 0 for i in items)
     else:
         permits = await shared_permits(cfg.provider)
+        share_day_budget(spend, cfg.provider)
         writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
         try:
-            async with open_provider(cfg, permits=permits) as client:
+            async with open_provider(cfg, permits=permits, spend=spend) as client:
                 run = Run(cfg, run_id, client, writer, done, totals)
 
                 async def settled(batch: asyncio.Future) -> None:
@@ -169,6 +186,6 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     await board.update(totals, final=True)
     result = {"run_id": run_id, "output": output or cfg.output.url, "ledger": cfg.output.url,
               "since": window.since and window.since.isoformat(), **totals.as_dict(), **(extra or {}), **more,
-              "planned": planned}
+              "planned": planned, **money_summary(cfg, spend, opts.dry_run)}
     await publish_summary(flow_name, cfg.job, result["output"], {"dry_run": opts.dry_run, **result})
     return result

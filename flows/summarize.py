@@ -12,7 +12,7 @@ from tasks.plan.shards import with_prefix
 @flow(name="summarize", persist_result=False)
 async def summarize(config: str, since: str | None = None, until: str | None = None, limit: int | None = None,
                     dry_run: bool = False, retry_failed: bool = False, all_errors: bool = False, force: bool = False,
-                    incremental: bool = False, prefix: str | None = None) -> dict:
+                    incremental: bool = False, prefix: str | None = None, budget: float | None = None) -> dict:
     """Summarize every video under the config's source (or its `prefix` below it) that the ledger has not finished."""
-    opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix)
+    opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix, budget)
     return await run_batches("summarize", with_prefix(load_config(config), prefix), opts)

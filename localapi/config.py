@@ -8,6 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 SCRIPT_KINDS = ("ok", "429", "500", "502", "502html", "503", "504", "drop", "stall", "malformed", "400", "401",
                 "badjson")  # badjson: a structured answer that breaks its JSON schema (valid JSON, wrong shape)
 FAULT_KINDS = SCRIPT_KINDS[1:]
+COST_KINDS = ("text", "video", "audio", "output")  # what cost_per_million prices
 RETRY_AFTER_FORMATS = ("seconds", "http-date")
 RETRY_AFTER_PLACES = ("header", "body", "both")  # Retry-After header, google.rpc.RetryInfo in the body, or both
 
@@ -24,7 +25,8 @@ MODELS: dict[str, tuple[str, ...]] = {
 UPDATABLE = frozenset(
     {"rpm", "tpm", "concurrency", "latency", "faults", "script", "seed", "frame_tokens", "stall_s",
      "retry_after_format", "retry_after_s", "max_file_bytes", "gdc_max_seconds_audio",
-     "gdc_max_seconds_silent", "gdc_max_videos", "retry_after_in", "ratelimit_headers", "daily_quota"}
+     "gdc_max_seconds_silent", "gdc_max_videos", "retry_after_in", "ratelimit_headers", "daily_quota",
+     "cost_per_million"}
 )
 
 
@@ -53,6 +55,9 @@ class LocalAPIConfig:
     retry_after_in: str = "header"
     ratelimit_headers: bool = True  # x-ratelimit-limit/-remaining/-reset-requests (and -tokens) when limits are set
     daily_quota: int | None = None  # accepted requests before every chat request answers 429 insufficient_quota
+    # as a gateway does (OpenRouter's usage.cost): prices per million tokens of text, video, audio and output, and
+    # every answer's usage carries `cost`; None: no cost field
+    cost_per_million: dict[str, float] | None = None
 
     def __post_init__(self) -> None:
         for name in ("rpm", "tpm", "concurrency"):
@@ -78,6 +83,11 @@ class LocalAPIConfig:
             raise ValueError(f"ratelimit_headers must be true or false, got {self.ratelimit_headers!r}")
         if self.daily_quota is not None and (not _is_int(self.daily_quota) or self.daily_quota < 0):
             raise ValueError(f"daily_quota must be a non-negative integer or None (no quota), got {self.daily_quota!r}")
+        if self.cost_per_million is not None:
+            prices = dict(self.cost_per_million)
+            if set(prices) - set(COST_KINDS) or not all(_is_num(v) and v >= 0 for v in prices.values()):
+                raise ValueError(f"cost_per_million must map {', '.join(COST_KINDS)} to prices >= 0, got {prices!r}")
+            self.cost_per_million = prices
         if self.retry_after_format not in RETRY_AFTER_FORMATS:
             raise ValueError(f"retry_after_format must be one of {RETRY_AFTER_FORMATS}, "
                              f"got {self.retry_after_format!r}")

@@ -57,6 +57,10 @@ class VideoFacts:
         """Prompt tokens by the Gemini rules: per sampled second a frame, a timestamp and (with audio) audio."""
         return self.seconds * (frame_tokens + TIMESTAMP_TOKENS + (AUDIO_TOKENS if self.has_audio else 0))
 
+    def audio_tokens(self) -> int:
+        """The audio share of `tokens`: 32 per sampled second of a video with an audio track."""
+        return self.seconds * AUDIO_TOKENS if self.has_audio else 0
+
     def describe(self, index: int, label: str) -> str:
         """One sentence of facts, e.g. `video 1 (clip.mp4): duration 6.00 s, ..., scene changes at 2.0 s.`"""
         scenes = len(self.scene_changes) + 1

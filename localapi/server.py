@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 from collections import Counter, deque
+from decimal import Decimal
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, TypedDict
 from urllib.parse import urlsplit
@@ -201,6 +202,9 @@ class LocalAPI:
             parsed = parse_request(dialect, request, cfg, summary, text_only=wanted is not None)
             facts = analyse_videos(parsed, dialect, cfg)
             prompt = parsed.text_tokens + sum(f.tokens(cfg.frame_tokens) for f in facts)
+            audio = sum(f.audio_tokens() for f in facts)
+            split = {"text_tokens": parsed.text_tokens, "video_tokens": prompt - parsed.text_tokens - audio,
+                     "audio_tokens": audio}
             limit_headers = self.admit(prompt, cfg)
             tokens = prompt
             fault = self.next_fault(cfg)
@@ -214,7 +218,7 @@ class LocalAPI:
                 else:  # one VideoFacts per video, in order
                     described = (f.describe(r.index, r.label) for r, f in zip(parsed.videos, facts, strict=True))
                     text = f"{BANNER} " + " ".join(described)
-                reply = Reply.json(200, self._completion(parsed.model, text, prompt))
+                reply = Reply.json(200, self._completion(parsed.model, text, prompt, split, cfg))
                 if fault == "malformed":
                     reply.body = reply.body[: len(reply.body) // 2]
                 ok = fault != "malformed"
@@ -304,15 +308,29 @@ class LocalAPI:
             draw -= p
         return "ok"
 
-    def _completion(self, model: str, text: str, prompt: int) -> dict:
+    def _completion(self, model: str, text: str, prompt: int, split: dict | None = None,
+                    cfg: LocalAPIConfig | None = None) -> dict:
+        """A chat.completion whose usage counts the prompt by modality (prompt_tokens_details, as OpenAI-style
+        gateways report it) and, with cost_per_million, carries the gateway's own `cost`."""
         with self._lock:
             n, self._next_id = self._next_id, self._next_id + 1
         completion = ceil_tokens(text)
+        usage: dict[str, Any] = {"prompt_tokens": prompt, "completion_tokens": completion,
+                                 "total_tokens": prompt + completion}
+        if split is not None:
+            usage["prompt_tokens_details"] = {**split, "cached_tokens": 0}
+            usage["completion_tokens_details"] = {"reasoning_tokens": 0}
+            prices = cfg.cost_per_million if cfg is not None else None
+            if prices is not None:
+                counts = {"text": split["text_tokens"], "video": split["video_tokens"], "audio": split["audio_tokens"],
+                          "output": completion}
+                usage["cost"] = float(sum(Decimal(counts[k]) * Decimal(str(v)) for k, v in prices.items())
+                                      / Decimal(1_000_000))
         return {
             "id": f"chatcmpl-localapi-{n}", "object": "chat.completion", "created": int(time.time()), "model": model,
             "system_fingerprint": "localapi-offline",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion},
+            "usage": usage,
         }
 
     def _record(self, summary: dict, reply: Reply, tokens: int, ok: bool, fault: str, key: str | None) -> None:

@@ -16,6 +16,7 @@
         │   ├── AuthError           401, 403
         │   └── QuotaExhaustedError the provider's (daily) quota is spent: the run stops sending
         ├── NotAttemptedError       not sent: the run's circuit breaker opened; the next run sends it
+        │   └── BudgetError         not sent: it no longer fits the run's (or the day's) budget
         └── InvalidOutputError      answered, but not as the JSON schema asked, even after one repair request
 """
 
@@ -93,6 +94,12 @@ class QuotaExhaustedError(PermanentError):
 
 class NotAttemptedError(ProviderError):
     kind = "not_attempted"
+
+
+class BudgetError(NotAttemptedError):
+    """Not sent: its worst-case cost no longer fits the budget; the next run (or day, for per_day) sends it."""
+
+    kind = "budget"
 
 
 class InvalidOutputError(ProviderError):

@@ -49,6 +49,7 @@ def print_summary(result: dict, out: TextIO = sys.stdout) -> None:
             v = result[k]
             print(f"  {k:<{width}}  {v:,}" if isinstance(v, int) else f"  {k:<{width}}  {v}", file=out)
     print(f"  {'ledger':<{width}}  {result['ledger']}", file=out)
+    print_money(result, out)
     if "entries" in result:
         print(f"  entries written  {result['entries']:,} to {result['index']}", file=out)
 
@@ -88,3 +89,68 @@ def print_generate_summary(result: dict, out: TextIO = sys.stdout) -> None:
         s = result["summarize"]
         print(f"  {'summarized':<{width}}  ok {s['ok']}, error {s['error']}, already done "
               f"{s['skipped_already_done']} -> {s['output']}", file=out)
+
+
+def _amount(value: float | None, currency: str) -> str:
+    return "n/a" if value is None else f"{value:,.6f} {currency}"
+
+
+def print_money(result: dict, out: TextIO = sys.stdout) -> None:
+    """The cost lines of a summary: what the run cost, or that the profile has no prices; the budget's figures."""
+    currency = result.get("currency")
+    if currency is None:
+        print(f"  cost: provider {result.get('provider_name')!r} has no prices (provider.prices is null); "
+              "the cost columns are null", file=out)
+        return
+    if "dry_run" not in result and not result.get("planned"):
+        print(f"  cost              {_amount(result.get('cost'), currency)} (estimated "
+              f"{_amount(result.get('estimated_cost'), currency)})", file=out)
+    if result.get("budget") is not None:
+        print(f"  budget            {_amount(result['budget'], currency)}: spent "
+              f"{_amount(result.get('spent'), currency)}", file=out)
+    if result.get("budget_not_sent"):
+        print(f"  left undone       {result['budget_not_sent']:,} requests not sent (error_type budget): "
+              f"{result.get('budget_stopped')}", file=out)
+
+
+def print_bill(result: dict, out: TextIO = sys.stdout) -> None:
+    """A dry run's bill: the estimated cost of each request and in total, by modality, and what the budget allows."""
+    currency = result.get("currency")
+    planned = [p for p in result["planned"] if not p["error"]]
+    if currency is None:
+        print(f"bill: provider {result.get('provider_name')!r} has no prices (provider.prices is null): no bill",
+              file=out)
+        return
+    parts = ("frames", "audio", "timestamps", "text", "output")
+    print(f"estimated bill ({currency}; output: {planned[0]['estimated_output_tokens'] if planned else 0:,} tokens "
+          "per request expected):", file=out)
+    print("  " + "".join(f"{p:>12}" for p in (*parts, "total")) + "  video", file=out)
+    totals = dict.fromkeys(parts, 0.0)
+    unknown = False
+    for p in planned:
+        cells = p["cost_parts"]
+        for k in parts:
+            totals[k] += cells[k] or 0.0
+            unknown |= cells[k] is None
+        print("  " + "".join(f"{_cell(cells[k]):>12}" for k in parts)
+              + f"{_cell(p['estimated_cost']):>12}"
+              + f"  {p['source_uri']}" + (f" ({p['segment']})" if p["segment"] else ""), file=out)
+    total = sum(totals.values())
+    print("  " + "".join(f"{totals[k]:>12.6f}" for k in parts) + f"{total:>12.6f}  total for {len(planned)} "
+          f"requests{' (some modality has no price: n/a left out)' if unknown else ''}", file=out)
+    left = result.get("budget_left", result.get("budget"))
+    if left is None:
+        return
+    running, fits = 0.0, 0
+    for p in planned:
+        if running + (p["estimated_cost"] or 0.0) > left:
+            break
+        running += p["estimated_cost"] or 0.0
+        fits += 1
+    print(f"budget: {left:,.6f} {currency} left allows {fits} of {len(planned)} requests "
+          f"({running:,.6f} of {total:,.6f} {currency} estimated); each request first reserves its worst case "
+          "(prompt plus the margin, plus the output allowance), so a run may stop a request or two sooner", file=out)
+
+
+def _cell(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.6f}"

@@ -9,7 +9,14 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from flows.cli.console import Progress, print_generate_plan, print_generate_summary, print_plan, print_summary
+from flows.cli.console import (
+    Progress,
+    print_bill,
+    print_generate_plan,
+    print_generate_summary,
+    print_plan,
+    print_summary,
+)
 from tasks.config.load import load_config
 from tasks.config.run import parse_when
 from tasks.errors import VidbatchError
@@ -17,7 +24,8 @@ from tasks.record.totals import set_progress
 
 
 def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Callable[..., Any], what: str) -> int:
-    """`vidbatch run` and `vidbatch index`: exit 0 all ok, 1 some item in error, 2 config or source wrong."""
+    """`vidbatch run` and `vidbatch index`: exit 0 all ok, 1 some item in error, 2 config or source wrong,
+    4 the budget stopped the run (the rest is recorded error_type budget; the next run sends it)."""
     try:
         load(args.config)  # fail on a bad config before Prefect starts
         parse_when(args.since), parse_when(args.until, "--until")
@@ -28,14 +36,20 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Call
     try:
         result = asyncio.run(start(config=args.config, since=args.since, until=args.until, limit=args.limit,
                                    dry_run=args.dry_run, retry_failed=args.retry_failed, all_errors=args.all_errors,
-                                   force=args.force, incremental=args.since_last_run))
+                                   force=args.force, incremental=args.since_last_run, budget=args.budget))
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_plan(result["planned"], result["estimated_prompt_tokens"], what)
+        print_bill(result)
     print_summary(result)
+    if result.get("budget_not_sent"):
+        return BUDGET_EXIT
     return 1 if result["error"] else 0
+
+
+BUDGET_EXIT = 4  # the budget stopped the run: what is left is recorded error_type budget
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -108,10 +122,12 @@ def cmd_localapi(args: argparse.Namespace, rest: list[str]) -> int:
 
 def cmd_report(args: argparse.Namespace) -> int:
     from tasks.index.report import write_report
+    from tasks.record.report import is_index_output, write_ledger_report
 
     options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
     try:
-        path = write_report(args.output, options, args.out)
+        write = write_report if is_index_output(args.output, options) else write_ledger_report  # index or summarize
+        path = write(args.output, options, args.out)
     except VidbatchError as e:
         print(f"vidbatch: {e}", file=sys.stderr)
         return 2
@@ -147,8 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--all-errors", action="store_true", help="send again items whose last row is any error")
         p.add_argument("--force", action="store_true", help="send everything again, finished or not")
         p.add_argument("--quiet", action="store_true", help="no progress line")
+        p.add_argument("--budget", type=float, metavar="AMOUNT",
+                       help="spend at most AMOUNT (the prices' currency) in this run; the rest waits for the next run")
     rep = sub.add_parser("report", help="write a self-contained HTML page of an index: timelines, thumbnails, tokens")
-    rep.add_argument("output", help="the index output (output.url of an index config: holds ledger/ and index/)")
+    rep.add_argument("output", help="an index output (output.url of an index config: holds ledger/ and index/) or a "
+                     "summarize ledger (output.url of a run config)")
     rep.add_argument("--out", help="where the page goes (default OUTPUT/report.html)")
     rep.add_argument("--storage-option", action="append", default=[], metavar="KEY=VALUE",
                      help="fsspec storage option for OUTPUT and the sources, e.g. endpoint_url=http://127.0.0.1:9000")

@@ -9,10 +9,12 @@ import time
 from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
+from decimal import Decimal
 
 import httpx
 
 from tasks.call.auth import Credentials
+from tasks.call.budget import Spend
 from tasks.call.pacing import Limiter, Ticket
 from tasks.call.responses import Completion, classify, parse_completion, rate_limit_headers
 from tasks.call.retry import CircuitBreaker, RetryBudget, retry_policy
@@ -20,6 +22,7 @@ from tasks.config.connection import Connection
 from tasks.config.run import ProviderConfig
 from tasks.errors import (
     AuthError,
+    BudgetError,
     MalformedResponseError,
     NotAttemptedError,
     ProviderError,
@@ -32,6 +35,7 @@ from tasks.errors import (
     VidbatchError,
     redact,
 )
+from tasks.media.tokens import Estimate
 from tasks.prepare.body import RequestBody
 
 log = logging.getLogger(__name__)
@@ -64,9 +68,10 @@ class ProviderClient:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  clock: Callable[[], float] = time.monotonic, limiter: Limiter | None = None,
                  retry_budget: RetryBudget | None = None, breaker: CircuitBreaker | None = None, permits=None,
-                 endpoint: str | None = None):
+                 endpoint: str | None = None, spend: Spend | None = None):
         self.provider, self.credentials = provider, credentials
         self.permits = permits  # shared_pacing.Permits: the rate shared across workers, awaited before each request
+        self.spend = spend  # the run's budget: each send reserves its worst case first (tasks/call/budget.py)
         self.base_url = base_url or provider.base_url  # an embedded localapi's, else the configured one
         if endpoint is None and isinstance(provider, ProviderConfig):
             endpoint = provider.endpoint(self.base_url)
@@ -91,12 +96,34 @@ class ProviderClient:
             log.info("pacing: %d pause(s) for a 429's Retry-After; the provider's x-ratelimit headers held the pace "
                      "%d time(s) (its account showed more use than this run's own)", lim.pauses, lim.header_holds)
 
-    async def send(self, body: dict | RequestBody, estimated_tokens: int, request_key: str) -> CallResult:
+    async def send(self, body: dict | RequestBody, estimated_tokens: int, request_key: str,
+                   estimate: Estimate | None = None) -> CallResult:
         """Send one request with retries; never raises a ProviderError, returns it in the result.
 
         Once the circuit breaker is open nothing more is sent: an item not sent yet, or cut short
-        between attempts, ends as NotAttemptedError (the next run sends it again).
+        between attempts, ends as NotAttemptedError (the next run sends it again). With a budget the
+        request first reserves its worst case (`estimate` by modality; default: `estimated_tokens` of text)
+        and ends as BudgetError when that no longer fits.
         """
+        if self.spend is None:
+            return await self._send(body, estimated_tokens, request_key)
+        est = estimate or Estimate(text=estimated_tokens)
+        hold = await self.spend.reserve(self.spend.reservation(est))
+        if hold is None:
+            return CallResult(None, BudgetError(self.spend.stopped or "not sent: the budget is spent"), 0, None)
+        result = await self._send(body, estimated_tokens, request_key)
+        c, err = result.completion, result.error
+        if c is not None:
+            cost = self.spend.cost_of(c.prompt_tokens, c.completion_tokens, c.usage, est)
+        elif result.attempts == 0 or (err is not None and getattr(err, "http_status", None) is not None
+                                      and not isinstance(err, MalformedResponseError)):
+            cost = Decimal(0)  # never sent, or refused with an error status: not billed
+        else:
+            cost = None  # a timeout or a dropped answer: the provider may have done the work; keep the worst case
+        await self.spend.settle(hold, cost)
+        return result
+
+    async def _send(self, body: dict | RequestBody, estimated_tokens: int, request_key: str) -> CallResult:
         url = self.url
         if url is None:
             raise TypeError(f"provider {self.provider.name!r} has no chat/completions endpoint: give the client an "

@@ -145,6 +145,7 @@ class Completion:
     prompt_tokens: int | None
     completion_tokens: int | None
     total_tokens: int | None
+    usage: dict | None = None  # the usage object as sent (details by modality, a gateway's cost)
 
 
 def parse_completion(body: Any) -> Completion:
@@ -159,6 +160,6 @@ def parse_completion(body: Any) -> Completion:
         usage = body.get("usage") or {}
         return Completion(text=content, finish_reason=choice.get("finish_reason"), response_id=body.get("id"),
                           prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
-                          total_tokens=usage.get("total_tokens"))
+                          total_tokens=usage.get("total_tokens"), usage=usage if isinstance(usage, dict) else None)
     except (KeyError, IndexError, TypeError, AttributeError) as e:
         raise MalformedResponseError(f"the answer is not a chat.completion: {type(e).__name__}: {e}", 200) from None

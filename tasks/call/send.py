@@ -16,9 +16,9 @@ from tasks.call.structured import repair_messages
 from tasks.config.run import RunConfig
 from tasks.dialects.registry import build_payload
 from tasks.errors import InvalidOutputError, VidbatchError
-from tasks.media.tokens import text_tokens
+from tasks.media.tokens import Estimate, text_tokens
 from tasks.plan.items import WorkItem, prompt_text_tokens
-from tasks.plan.packs import make_packs, pack_id, planned_size
+from tasks.plan.packs import make_packs, pack_estimate, pack_id, planned_size
 from tasks.prepare.body import ByteBudget, RequestBody
 from tasks.prepare.transform import Prepared, Scratch, prepare
 from tasks.record.rows import error_row, pack_rows
@@ -33,11 +33,28 @@ def _with_usage(total: Completion, more: Completion) -> Completion:
 
     return replace(more, prompt_tokens=add(total.prompt_tokens, more.prompt_tokens),
                    completion_tokens=add(total.completion_tokens, more.completion_tokens),
-                   total_tokens=add(total.total_tokens, more.total_tokens))
+                   total_tokens=add(total.total_tokens, more.total_tokens), usage=add_usage(total.usage, more.usage))
+
+
+def add_usage(a: dict | None, b: dict | None) -> dict | None:
+    """Two usage objects as one: numbers added (details and a gateway's cost too), the rest from the later one."""
+    if a is None or b is None:
+        return b if a is None else a
+    out = dict(a)
+    for k, v in b.items():
+        old = out.get(k)
+        if isinstance(v, dict) and isinstance(old, dict):
+            out[k] = add_usage(old, v)
+        elif isinstance(v, (int, float)) and isinstance(old, (int, float)) and not isinstance(v, bool):
+            out[k] = old + v
+        else:
+            out[k] = v
+    return out
 
 
 async def check_and_repair(client: ProviderClient, payload: dict, inline: dict, result: CallResult, problem: str | None,
-                           check: Callable[[str], str | None], key: str, estimate: int) -> tuple[CallResult, int]:
+                           check: Callable[[str], str | None], key: str, estimate: int,
+                           split: Estimate | None = None) -> tuple[CallResult, int]:
     """(the final result, repair requests sent): an answer that failed its check gets one repair request carrying
     the answer and the error; a second failure is an InvalidOutputError that keeps the last answer and both usages."""
     if result.error is not None or problem is None:
@@ -45,8 +62,9 @@ async def check_and_repair(client: ProviderClient, payload: dict, inline: dict, 
     first = result.completion
     assert first is not None  # ProviderClient.send returns a completion whenever error is None
     messages = payload["messages"] + repair_messages(first.text, problem)
-    second = await client.send(RequestBody({**payload, "messages": messages}, inline),
-                               estimate + text_tokens(first.text, messages[-1]["content"]), f"{key}:repair")
+    more = text_tokens(first.text, messages[-1]["content"])
+    second = await client.send(RequestBody({**payload, "messages": messages}, inline), estimate + more, f"{key}:repair",
+                               (split or Estimate(text=estimate)) + Estimate(text=more))
     attempts, latency = result.attempts + second.attempts, (result.latency_ms or 0) + (second.latency_ms or 0)
     if second.error is not None:
         return CallResult(first, second.error, attempts, latency), 1
@@ -103,12 +121,14 @@ async def call_items(items: list[WorkItem], client: ProviderClient, fs: Abstract
                                         cfg.prompt.params, p.extra_body)
                 inline = {r.url: r.inline for r in refs if r.inline is not None}
                 estimate = sum(i.estimated_prompt_tokens or 0 for i in pack) - (len(pack) - 1) * prompt_text_tokens(cfg)
-                result = await client.send(RequestBody(payload, inline), estimate, pack_id(pack))
+                split = pack_estimate(pack)
+                result = await client.send(RequestBody(payload, inline), estimate, pack_id(pack), split)
                 if check is not None:
                     answered = result.completion if result.error is None else None
                     problem = check(answered.text, pack) if answered is not None else None
                     result, repairs = await check_and_repair(client, payload, inline, result, problem,
-                                                             lambda text: check(text, pack), pack_id(pack), estimate)
+                                                             lambda text: check(text, pack), pack_id(pack), estimate,
+                                                             split)
                 rows = pack_rows(pack, cfg, run_id, result, prepared)
                 if check is not None:
                     for row in rows:

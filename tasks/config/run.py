@@ -9,6 +9,7 @@ from pydantic import Field, PositiveInt, field_validator, model_validator
 
 from tasks.config.connection import Connection, StrictModel, as_utc
 from tasks.config.layout import parse_layout
+from tasks.config.prices import Budget, Prices
 from tasks.dialects import registry
 from tasks.dialects.base import Dialect
 from tasks.errors import ConfigError
@@ -74,6 +75,8 @@ class ProviderConfig(Connection):
     structured_output: Literal["json_schema", "prompt"] = "json_schema"  # how a JSON schema is asked for
     media: MediaLimits = Field(default_factory=MediaLimits)
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    prices: Prices | None = None  # per million tokens by modality; null: the provider publishes none (cost is null)
+    budget: Budget = Field(default_factory=Budget)
 
     @field_validator("dialect")
     @classmethod
@@ -139,6 +142,7 @@ class MediaConfig(StrictModel):
     scratch_storage_options: dict[str, Any] | None = None  # default: output.storage_options
     inflight_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     pack: PackConfig = Field(default_factory=PackConfig)
+    audio: Literal["keep", "drop"] = "keep"  # drop: send videos without their audio stream (fewer tokens)
 
 
 class RunConfig(StrictModel):
@@ -155,7 +159,17 @@ class RunConfig(StrictModel):
         if self.media.pack.max_videos > limit:
             raise ValueError(f"media.pack.max_videos {self.media.pack.max_videos} is over provider "
                              f"{self.provider.name!r}'s limit of {limit} videos per request")
+        b = self.provider.budget
+        if b.per_run is not None or b.per_day is not None:
+            if problem := budget_problem(self):
+                raise ValueError(f"provider.budget: {problem}")
         return self
+
+    def output_allowance(self) -> int | None:
+        """Output tokens a request may take at most: provider.budget.output_tokens, else prompt.params.max_tokens."""
+        given = self.provider.budget.output_tokens or self.prompt.params.get("max_tokens") \
+            or self.prompt.params.get("max_completion_tokens")
+        return given if isinstance(given, int) and not isinstance(given, bool) and given > 0 else None
 
     def scratch(self) -> tuple[str, dict[str, Any]]:
         """Where cut, shrunk or transcoded files go when they must be fetched by URL."""
@@ -163,6 +177,18 @@ class RunConfig(StrictModel):
             opts = self.media.scratch_storage_options
             return self.media.scratch_url, self.output.storage_options if opts is None else opts
         return self.output.url.rstrip("/") + "/_scratch", self.output.storage_options
+
+
+def budget_problem(cfg: RunConfig) -> str | None:
+    """Why a budget cannot be held for this config (no prices, or no bound on a request's output), or None."""
+    p = cfg.provider
+    if p.prices is None:
+        return (f"provider {p.name!r} has no prices (provider.prices is null), so its spending cannot be counted; "
+                "set provider.prices to the provider's published list prices")
+    if cfg.output_allowance() is None:
+        return ("a request's output must be bounded to reserve its worst case: set prompt.params.max_tokens or "
+                "provider.budget.output_tokens")
+    return None
 
 
 def parse_when(value: str | datetime | None, name: str = "--since") -> datetime | None:

@@ -14,6 +14,7 @@ from tasks.call.client import CallResult, ProviderClient
 from tasks.call.send import check_and_repair
 from tasks.call.structured import ask_for_schema, check_answer, parse_answer
 from tasks.config.index import IndexRunConfig
+from tasks.config.prices import Prices
 from tasks.config.run import OutputConfig
 from tasks.dialects.registry import build_payload
 from tasks.errors import redact
@@ -27,8 +28,9 @@ from tasks.index.entries import (
     read_entries,
     spans_problem,
 )
-from tasks.media.tokens import text_tokens
+from tasks.media.tokens import Estimate, text_tokens
 from tasks.plan.items import WorkItem
+from tasks.record.cost import estimate_columns
 from tasks.record.ledger import ledger_dataset, read_rows
 from tasks.record.rows import answer_fields
 from tasks.record.tables import now_utc
@@ -188,7 +190,9 @@ class Indexer:
                     "dialect": p.dialect, "model": p.model, "system_prompt": s.system, "prompt": user,
                     "request_params": json.dumps({**params, **p.extra_body}, sort_keys=True),
                     "estimated_prompt_tokens": estimate, "request_id": todo.reduce_key, "pack_size": 1,
-                    "pack_index": 0, "repairs": repairs, "stage": "reduce", **_outcome(result)})
+                    "pack_index": 0, "repairs": repairs, "stage": "reduce",
+                    **estimate_columns(Estimate(text=estimate), p.prices),
+                    **_outcome(result, p.prices, Estimate(text=estimate))})
         return row
 
     # -- what is missing -----------------------------------------------------------------------------------
@@ -282,11 +286,11 @@ def _video_fields(row: dict) -> dict:
     return {c: row.get(c) for c in ("source_uri", "source_key", "video_duration_s", "provider", "model")}
 
 
-def _outcome(result: CallResult) -> dict:
+def _outcome(result: CallResult, prices: Prices | None = None, estimate: Estimate | None = None) -> dict:
     """The status columns of a call's row (ok, or error with the answer kept when there was one)."""
     out = {"attempts": result.attempts, "latency_ms": result.latency_ms}
     if result.completion is not None:
-        out.update(answer_fields(result.completion))
+        out.update(answer_fields(result.completion, prices, estimate))
     if result.error is None:
         return {**out, "status": "ok", "http_status": 200}
     err = result.error

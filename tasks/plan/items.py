@@ -14,7 +14,7 @@ from tasks.dialects.registry import mime_for
 from tasks.discover.listing import SourceObject
 from tasks.errors import LimitError, MediaError, SourceError, VidbatchError
 from tasks.media.probe import Probe, probe
-from tasks.media.tokens import text_tokens, video_tokens
+from tasks.media.tokens import Estimate, text_tokens, video_estimate
 
 
 def prompt_text_tokens(cfg: RunConfig) -> int:
@@ -40,7 +40,8 @@ class WorkItem:
     source_key: str = ""
     segment_count: int = 1
     ext: str = ""                   # the container sent (mp4 after a transcode)
-    ops: tuple[str, ...] = ()       # what prepare must do first: "cut", "transcode", "shrink"
+    ops: tuple[str, ...] = ()       # what prepare must do first: "cut", "transcode", "shrink", "drop_audio"
+    estimate: Estimate | None = None  # estimated_prompt_tokens by modality
 
     @property
     def duration_s(self) -> float | None:
@@ -60,10 +61,16 @@ def request_key(obj: SourceObject, cfg: RunConfig, segment: tuple[int, float, fl
 
 def estimate_tokens(pr: Probe, cfg: RunConfig, seconds: float | None = None, with_text: bool = True) -> int:
     """Prompt tokens by the Gemini token rules (for `seconds` of the video) plus the prompt text."""
+    return estimate_split(pr, cfg, seconds, with_text).total
+
+
+def estimate_split(pr: Probe, cfg: RunConfig, seconds: float | None = None, with_text: bool = True) -> Estimate:
+    """estimate_tokens by modality; with media.audio drop the audio stream is not sent, so it counts nothing."""
     if seconds is not None:
         pr = replace(pr, duration_s=seconds)
     text = text_tokens(cfg.prompt.system, cfg.prompt.user) if with_text else 0
-    return video_tokens(pr, cfg.provider.frame_tokens) + text
+    video = video_estimate(pr, cfg.provider.frame_tokens, audio=cfg.media.audio == "keep")
+    return Estimate(video.frames, video.audio, video.timestamps, text)
 
 
 def _error_item(obj: SourceObject, cfg: RunConfig, key: str, err: VidbatchError) -> list[WorkItem]:
@@ -91,7 +98,8 @@ def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> list
                 f"{', '.join(limits.mime_types)}); set media.transcode: true to send it as mp4"))
         ops.append("transcode")
         ext, mime = "mp4", mime_for(dialect, "mp4")
-    max_s = limits.max_seconds(pr.has_audio)
+    sends_audio = pr.has_audio and cfg.media.audio == "keep"
+    max_s = limits.max_seconds(sends_audio)  # GDC: 100 s with audio, 120 s without (also once it is dropped)
     windows = [(0.0, pr.duration_s)]
     if max_s is not None and pr.duration_s > max_s - SEGMENT_MARGIN_S:
         from tasks.media.segment import keyframe_times, plan_segments
@@ -112,12 +120,15 @@ def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> list
                 f"{obj.uri}: {obj.size:,} bytes is over provider {cfg.provider.name!r}'s limit of "
                 f"{limits.max_bytes_per_video:,} bytes per video; set media.shrink: true to re-encode it smaller"))
         ops.append("shrink")
+    if pr.has_audio and not sends_audio:
+        ops.append("drop_audio")
     items = []
     for i, (start, end) in enumerate(windows):
         segment = (i, round(start, 3), round(end, 3)) if len(windows) > 1 else (0, 0.0, None)
         items.append(WorkItem(
             obj, request_key(obj, cfg, segment) if len(windows) > 1 else key, mime, probe=pr,
-            estimated_prompt_tokens=estimate_tokens(pr, cfg, end - start), segment_index=i,
+            estimated_prompt_tokens=(split := estimate_split(pr, cfg, end - start)).total, estimate=split,
+            segment_index=i,
             segment_start_s=round(start, 3), segment_end_s=round(end, 3), source_key=key,
             segment_count=len(windows), ext=ext, ops=tuple(ops)))
     return items

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 from itertools import groupby
 
 from tasks.config.run import RunConfig
+from tasks.media.tokens import Estimate
 from tasks.plan.items import WorkItem
 
 
@@ -51,3 +53,11 @@ def planned_size(item: WorkItem) -> int:
     if item.segment_count == 1 or not item.probe or not item.duration_s:
         return item.obj.size
     return int(item.obj.size * item.duration_s / item.probe.duration_s)
+
+
+def pack_estimate(pack: list[WorkItem]) -> Estimate | None:
+    """A request's estimate: its items' together, the prompt text once."""
+    if any(i.estimate is None for i in pack):
+        return None
+    first, *rest = [i.estimate for i in pack if i.estimate is not None]
+    return sum((replace(e, text=0, output=0) for e in rest), first)  # one prompt text and one answer per request

@@ -100,6 +100,11 @@ def _transform(item: WorkItem, fs: AbstractFileSystem, cfg: RunConfig, work: str
                              f"{cfg.provider.name!r}'s limit of {limit:,} bytes per video; set media.shrink: true")
         done = shrink(path, os.path.join(work, "shrunk.mp4"), limit)
         path, ops = done.path, ops + ["shrink"]
+    if "drop_audio" in item.ops:  # media.audio drop: the provider gets the video stream alone
+        from tasks.media.audio import drop_audio
+
+        path = drop_audio(path, os.path.join(work, f"silent.{path.rsplit('.', 1)[-1]}"), path.rsplit(".", 1)[-1])
+        ops.append("drop_audio")
     return path, ops
 
 

@@ -35,6 +35,18 @@ SCHEMA = pa.schema([
     ("pack_size", pa.int32()), ("pack_index", pa.int32()),  # usage is on pack_index 0 only: sums stay true
     ("repairs", pa.int32()),           # repair requests sent after an answer failed its check (JSON schema)
     ("stage", pa.string()),            # null: a request about videos; "reduce": a text-only whole-video call
+    # money (tasks/record/cost.py): the estimate by modality, the usage the provider reported, the cost
+    ("estimated_frame_tokens", pa.int64()), ("estimated_audio_tokens", pa.int64()),
+    ("estimated_timestamp_tokens", pa.int64()), ("estimated_text_tokens", pa.int64()),
+    ("estimated_output_tokens", pa.int64()),
+    ("prompt_text_tokens", pa.int64()), ("prompt_video_tokens", pa.int64()), ("prompt_audio_tokens", pa.int64()),
+    ("cached_prompt_tokens", pa.int64()), ("reasoning_tokens", pa.int64()),
+    ("usage_json", pa.string()),       # the answer's usage object as sent
+    ("currency", pa.string()),         # of the cost columns (the profile's prices)
+    ("estimated_cost", pa.float64()),  # the estimate (prompt by the token rules, expected output) at the prices
+    ("computed_cost", pa.float64()),   # the reported usage at the prices
+    ("gateway_cost", pa.float64()),    # the gateway's own usage.cost, when it sends one
+    ("cost", pa.float64()),            # gateway_cost when sent, else computed_cost; null without prices
 ])
 
 
@@ -47,7 +59,7 @@ ROW_IDENTITY = ("request_key", "run_id", "created_at")  # one finished attempt a
 RETRYABLE_ERRORS = {"retryable", "rate_limited", "server", "transport", "malformed_response"}
 
 
-ALWAYS_RETRIED = {"not_attempted"}  # recorded by a run that stopped before sending them
+ALWAYS_RETRIED = {"not_attempted", "budget"}  # recorded by a run that stopped before sending them
 
 
 def ledger_dataset(output: OutputConfig) -> ds.Dataset | None:

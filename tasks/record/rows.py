@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Protocol
 
+from tasks.config.prices import Prices
 from tasks.config.run import RunConfig
 from tasks.errors import VidbatchError, redact
+from tasks.media.tokens import Estimate
 from tasks.plan.items import WorkItem, prompt_text_tokens
-from tasks.plan.packs import pack_id
+from tasks.plan.packs import pack_estimate, pack_id
 from tasks.prepare.transform import Prepared
+from tasks.record.cost import estimate_columns, usage_columns
 from tasks.record.tables import now_utc
 
 
@@ -28,6 +32,8 @@ class Answer(Protocol):
     def completion_tokens(self) -> int | None: ...
     @property
     def total_tokens(self) -> int | None: ...
+    @property
+    def usage(self) -> dict | None: ...
 
 
 class Outcome(Protocol):
@@ -59,6 +65,7 @@ def base_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
         "estimated_prompt_tokens": item.estimated_prompt_tokens,
         "source_key": item.source_key or item.request_key, "segment_count": item.segment_count,
         "request_id": item.request_key, "pack_size": 1, "pack_index": 0,
+        **estimate_columns(item.estimate, p.prices),
     }
 
 
@@ -81,22 +88,31 @@ def _json_or_none(text: str) -> str | None:
         return None
 
 
-def answer_fields(c: Answer) -> dict:
-    """The columns an answer fills: its text, JSON, finish reason, id and usage."""
+def answer_fields(c: Answer, prices: Prices | None = None, estimate: Estimate | None = None) -> dict:
+    """The columns an answer fills: its text, JSON, finish reason, id, usage (by modality) and cost."""
     return {"output_text": c.text, "output_json": _json_or_none(c.text), "finish_reason": c.finish_reason,
             "response_id": c.response_id, "prompt_tokens": c.prompt_tokens, "completion_tokens": c.completion_tokens,
-            "total_tokens": c.total_tokens}
+            "total_tokens": c.total_tokens,
+            **usage_columns(c.prompt_tokens, c.completion_tokens, getattr(c, "usage", None), prices, estimate)}
 
 
-def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: Outcome) -> dict:
+def result_row(item: WorkItem, cfg: RunConfig, run_id: str, result: Outcome, estimate: Estimate | None = None) -> dict:
+    """An item's row; `estimate` is its request's (a pack's), default the item's own."""
+    estimate = estimate or item.estimate
     if result.error is not None:
         row = error_row(item, cfg, run_id, result.error, result.attempts, result.latency_ms)
         if result.completion is not None:  # answered but unusable (invalid_output): keep the answer and its usage
-            row.update(answer_fields(result.completion))
+            row.update(answer_fields(result.completion, cfg.provider.prices, estimate))
         return row
     assert result.completion is not None, "an outcome without an error carries its answer"
-    return {**base_row(item, cfg, run_id), "status": "ok", **answer_fields(result.completion),
+    return {**base_row(item, cfg, run_id), "status": "ok",
+            **answer_fields(result.completion, cfg.provider.prices, estimate),
             "attempts": result.attempts, "latency_ms": result.latency_ms, "http_status": 200}
+
+
+USAGE_COLUMNS = ("prompt_tokens", "completion_tokens", "total_tokens", "prompt_text_tokens", "prompt_video_tokens",
+                 "prompt_audio_tokens", "cached_prompt_tokens", "reasoning_tokens", "usage_json", "gateway_cost",
+                 "computed_cost", "cost")
 
 
 def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: Outcome,
@@ -104,11 +120,14 @@ def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: Outcome
     """One row per video of a request; a packed request's usage is on its first row only."""
     request_id = pack_id(pack)
     rows = []
+    estimate = pack_estimate(pack)
     for i, (item, prep) in enumerate(zip(pack, prepared, strict=True)):  # one Prepared per item, in order
-        row = result_row(item, cfg, run_id, result)
+        row = result_row(item, cfg, run_id, result, estimate if i == 0 else None)
         row.update(media_ops=prep.ops, request_id=request_id, pack_size=len(pack), pack_index=i)
         if i > 0 and len(pack) > 1:
-            row.update(prompt_tokens=None, completion_tokens=None, total_tokens=None)
+            row.update(dict.fromkeys(USAGE_COLUMNS))
             row["estimated_prompt_tokens"] = (item.estimated_prompt_tokens or 0) - prompt_text_tokens(cfg)
+            if item.estimate is not None:
+                row.update(estimate_columns(replace(item.estimate, text=0, output=0), cfg.provider.prices))
         rows.append(row)
     return rows

@@ -50,13 +50,20 @@ class RunTotals(Totals):
     total_tokens: int = 0
     estimated_prompt_tokens: int = 0
     planned: int = 0
+    budget: int = 0  # not sent: over the budget (also counted in not_attempted)
+    cost: float = 0.0  # the rows' cost, where known
+    estimated_cost: float = 0.0
 
     def add_row(self, row: dict) -> None:
         if row["status"] == "ok":
             self.ok += 1
         else:
             self.error += 1
-            self.not_attempted += row.get("error_type") == "not_attempted"
+            self.not_attempted += row.get("error_type") in ("not_attempted", "budget")
+            self.budget += row.get("error_type") == "budget"
+        self.cost += row.get("cost") or 0.0
+        if row["status"] == "ok" or row.get("cost") is not None:  # the estimate of what was sent, beside its cost
+            self.estimated_cost += row.get("estimated_cost") or 0.0
         for k in ("prompt_tokens", "completion_tokens", "total_tokens", "estimated_prompt_tokens"):
             setattr(self, k, getattr(self, k) + int(row.get(k) or 0))
 
@@ -74,6 +81,7 @@ class RunTotals(Totals):
                 **{f"skipped_{k}": v for k, v in sorted(self.skipped_discover.items())},
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens, "estimated_prompt_tokens": self.estimated_prompt_tokens,
+                "cost": self.cost, "estimated_cost": self.estimated_cost, "budget_not_sent": self.budget,
                 "wall_time_s": round(self.wall_s, 2)}
 
 

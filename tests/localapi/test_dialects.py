@@ -26,8 +26,15 @@ def assert_answer(resp, kit, *, model: str, label: str, texts: tuple[str, ...], 
     assert ("no audio" not in text) == spec.audio
     seconds = math.ceil(spec.seconds)
     prompt = kit.video_tokens(seconds, spec.audio) + kit.text_tokens(*texts)
+    audio = 32 * seconds if spec.audio else 0
+    text_part = kit.text_tokens(*texts)
     assert answer["usage"] == {"prompt_tokens": prompt, "completion_tokens": math.ceil(len(text) / 4),
-                               "total_tokens": prompt + math.ceil(len(text) / 4)}
+                               "total_tokens": prompt + math.ceil(len(text) / 4),
+                               # by modality, as OpenAI-style gateways report it
+                               "prompt_tokens_details": {"text_tokens": text_part, "audio_tokens": audio,
+                                                         "video_tokens": prompt - text_part - audio,
+                                                         "cached_tokens": 0},
+                               "completion_tokens_details": {"reasoning_tokens": 0}}
     return text
 
 

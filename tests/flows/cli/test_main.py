@@ -158,3 +158,26 @@ def test_the_temporary_server_goes_when_its_command_is_killed(tmp_path):
         time.sleep(0.2)
     else:
         pytest.fail(f"the temporary server at {url} outlived its command")
+
+
+def test_budget_dry_run_bill_then_exit_4_when_the_budget_stops_the_run(local_run, tmp_path):
+    config, bucket = local_run
+    for i in range(4):
+        (bucket / f"more{i}.mp4").write_bytes(video("mp4", seconds=3))
+    cfg = yaml.safe_load(config.read_text())
+    cfg["provider"]["prices"] = {"currency": "XTS", "per_million": {"text": 1, "video": 1, "audio": 2, "output": 4}}
+    cfg["prompt"]["params"] = {"max_tokens": 50}
+    config.write_text(yaml.safe_dump(cfg))
+    bill = vidbatch("run", config, "--dry-run", "--budget", "0.003", "--quiet")
+    assert bill.returncode == 0, bill.stderr[-2000:]
+    assert "estimated bill (XTS" in bill.stdout and "total for 6 requests" in bill.stdout
+    assert "budget: 0.003000 XTS left allows" in bill.stdout
+    stopped = vidbatch("run", config, "--budget", "0.003", "--quiet")
+    assert stopped.returncode == 4, stopped.stderr[-2000:]
+    assert "requests not sent (error_type budget)" in stopped.stdout
+    df = pd.read_parquet(tmp_path / "ledger")
+    assert df[df.status == "ok"].cost.sum() <= 0.003 and (df.error_type == "budget").sum() > 0
+    rest = vidbatch("run", config, "--quiet")
+    assert rest.returncode == 0 and "left undone" not in rest.stdout
+    tiny = vidbatch("run", config, "--force", "--budget", "0.00001", "--quiet")
+    assert tiny.returncode == 2 and "is below a single request's reservation" in tiny.stderr

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from tasks.config.run import OutputConfig
@@ -22,10 +23,30 @@ def test_v1_columns_in_order():
     assert COLUMNS[:4] == ["run_id", "job", "created_at", "request_key"]
     assert COLUMNS[COLUMNS.index("latency_ms") + 1:] == ["source_key", "segment_count", "media_ops", "request_id",
                                                           "pack_size", "pack_index", "repairs",
-                                                          "stage"]  # added after v1, at the end
+                                                          "stage", *MONEY_COLUMNS]  # added after v1, at the end
     for c in ["source_etag", "segment_start_s", "estimated_prompt_tokens", "latency_ms", "http_status", "output_json"]:
         assert c in COLUMNS
     assert str(SCHEMA.field("created_at").type) == "timestamp[us, tz=UTC]"
+
+
+MONEY_COLUMNS = ["estimated_frame_tokens", "estimated_audio_tokens", "estimated_timestamp_tokens",
+                 "estimated_text_tokens", "estimated_output_tokens", "prompt_text_tokens", "prompt_video_tokens",
+                 "prompt_audio_tokens", "cached_prompt_tokens", "reasoning_tokens", "usage_json", "currency",
+                 "estimated_cost", "computed_cost", "gateway_cost", "cost"]
+
+
+def test_a_ledger_written_before_the_money_columns_is_read_with_them_null(tmp_path):
+    """Schema evolution: a file without the cost columns reads beside a new one; its cost columns are null."""
+    out = OutputConfig(url=str(tmp_path / "ledger"))
+    old = [c for c in COLUMNS if c not in MONEY_COLUMNS]
+    part = tmp_path / "ledger" / "date=2026-11-21"
+    part.mkdir(parents=True)
+    pq.write_table(to_table([row("old")]).select(old), str(part / "part-old-1.parquet"))
+    write_rows([row("new", cost=0.25, currency="XTS", prompt_video_tokens=7)], out, "r2")
+    df = read_ledger(out).set_index("request_key")
+    assert df.loc["new", "cost"] == 0.25 and df.loc["new", "prompt_video_tokens"] == 7
+    assert pd.isna(df.loc["old", "cost"]) and pd.isna(df.loc["old", "currency"])
+    assert pd.isna(df.loc["old", "prompt_video_tokens"]) and df.loc["old", "prompt_tokens"] == 10
 
 
 def test_unknown_column_is_refused():
