@@ -11,6 +11,7 @@ from tasks.plan.items import WorkItem, prompt_text_tokens
 from tasks.plan.packs import pack_id
 from tasks.prepare.transform import Prepared
 from tasks.record.tables import now_utc
+from tasks.secrets import redact_keys
 
 
 class Answer(Protocol):
@@ -55,7 +56,7 @@ def base_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
         "has_audio": item.probe.has_audio if item.probe else None, "mime": item.mime,
         "provider": p.name, "dialect": p.dialect, "model": p.model, "delivery": p.delivery,
         "system_prompt": cfg.prompt.system, "prompt": cfg.prompt.user,
-        "request_params": json.dumps({**cfg.prompt.params, **p.extra_body}, sort_keys=True),
+        "request_params": json.dumps(redact_keys({**cfg.prompt.params, **p.extra_body}), sort_keys=True),
         "estimated_prompt_tokens": item.estimated_prompt_tokens,
         "source_key": item.source_key or item.request_key, "segment_count": item.segment_count,
         "request_id": item.request_key, "pack_size": 1, "pack_index": 0,

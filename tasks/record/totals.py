@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tasks.errors import RERUN_KINDS
+
 TOTAL_KEYS = ("ok", "error", "skipped_already_done", "prompt_tokens", "completion_tokens", "total_tokens",
               "estimated_prompt_tokens")
 
@@ -56,7 +58,7 @@ class RunTotals(Totals):
             self.ok += 1
         else:
             self.error += 1
-            self.not_attempted += row.get("error_type") == "not_attempted"
+            self.not_attempted += row.get("error_type") in RERUN_KINDS  # left for the next run: no watermark move
         for k in ("prompt_tokens", "completion_tokens", "total_tokens", "estimated_prompt_tokens"):
             setattr(self, k, getattr(self, k) + int(row.get(k) or 0))
 
