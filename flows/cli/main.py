@@ -14,15 +14,19 @@ from tasks.config.load import load_config
 from tasks.config.run import parse_when
 from tasks.errors import VidbatchError
 from tasks.record.totals import set_progress
+from tasks.record.writable import check_writable
+from tasks.secrets import scrub
 
 
-def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Callable[..., Any], what: str) -> int:
+def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callable[..., Any], what: str) -> int:
     """`vidbatch run` and `vidbatch index`: exit 0 all ok, 1 some item in error, 2 config or source wrong."""
     try:
-        load(args.config)  # fail on a bad config before Prefect starts
+        cfg = load(args.config)  # fail on a bad config, or an output that cannot be written, before Prefect starts
         parse_when(args.since), parse_when(args.until, "--until")
+        if not args.dry_run:
+            check_writable(cfg.output)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
     try:
@@ -30,7 +34,7 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Call
                                    dry_run=args.dry_run, retry_failed=args.retry_failed, all_errors=args.all_errors,
                                    force=args.force, incremental=args.since_last_run))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_plan(result["planned"], result["estimated_prompt_tokens"], what)
@@ -69,14 +73,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         check_chain(with_overrides(load_generate_config(args.config), args.deadline, args.summarize))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
     try:
         result = asyncio.run(generate(config=args.config, retry_failed=args.retry_failed, deadline_s=args.deadline,
                                       limit=args.limit, dry_run=args.dry_run, summarize_config=args.summarize))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_generate_plan(result)
@@ -93,7 +97,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         report = compact(OutputConfig(url=args.output, storage_options=options), args.partition, args.min_files)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     for line in report.lines() or ["nothing to compact"]:
         print(line)
@@ -113,7 +117,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     try:
         path = write_report(args.output, options, args.out)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     print(f"report: {path}")
     return 0

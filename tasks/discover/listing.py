@@ -116,10 +116,12 @@ def open_source(source: SourceConfig) -> tuple[AbstractFileSystem, str]:
 
 def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  since: datetime | None = None, until: datetime | None = None,
-                 stats: DiscoverStats | None = None, skip_prefix: str | None = None) -> Iterator[SourceObject]:
+                 stats: DiscoverStats | None = None, skip_prefix: str | None = None,
+                 empty: list[SourceObject] | None = None) -> Iterator[SourceObject]:
     """Yield the selected video objects under root, directory by directory, in sorted order.
 
-    `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source.
+    `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source; zero-byte
+    videos are counted as skipped and, with `empty`, appended to it (the run gives each a ledger row).
     """
     stats = stats if stats is not None else DiscoverStats()
     exts = set(source.extensions)
@@ -156,6 +158,8 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                     _skip_reason(obj, source, exts, since, until)
                 if reason:
                     stats.skipped[reason] += 1
+                    if reason == "empty" and empty is not None:
+                        empty.append(obj)
                     continue
                 stats.selected += 1
                 yield obj

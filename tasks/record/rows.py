@@ -6,7 +6,7 @@ import json
 from typing import Protocol
 
 from tasks.config.run import RunConfig
-from tasks.errors import VidbatchError, redact
+from tasks.errors import EmptyError, VidbatchError, redact
 from tasks.plan.items import WorkItem, prompt_text_tokens
 from tasks.plan.packs import pack_id
 from tasks.prepare.transform import Prepared
@@ -113,3 +113,9 @@ def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: Outcome
             row["estimated_prompt_tokens"] = (item.estimated_prompt_tokens or 0) - prompt_text_tokens(cfg)
         rows.append(row)
     return rows
+
+
+def empty_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
+    """The row of a zero-byte object: skipped (never sent), error_type `empty`, so the ledger lists every object."""
+    err = EmptyError(f"{item.obj.uri}: zero-byte object: nothing to send")
+    return {**error_row(item, cfg, run_id, err), "status": "skipped"}

@@ -81,3 +81,19 @@ def test_a_key_echoed_by_the_provider_reaches_no_row_log_or_message(s3, localapi
     assert '"api_key": "<redacted>"' in auth.request_params and '"team": "ops"' in auth.request_params
     logged = [r.getMessage() for r in caplog.records] + [entry["message"] for entry in all_logs()]
     assert any("<redacted>" in m for m in logged) and not any(wrong in m for m in logged)
+
+
+def test_zero_byte_objects_get_a_skipped_row_once_and_keep_their_count(s3, localapi, make_config):
+    fs, _ = s3
+    seed_bucket(fs, "videos", {"a.mp4": CLIP, "zero.mp4": b"", "deep/also-zero.webm": b"", "notes.txt": b""})
+    config = make_config(localapi)
+    first = run(config)
+    assert (first["ok"], first["error"], first["skipped_empty"]) == (1, 0, 2)
+    df = read_ledger(load_config(config).output)
+    empty = df[df.error_type == "empty"].set_index("source_uri")
+    assert set(empty.index) == {"s3://videos/zero.mp4", "s3://videos/deep/also-zero.webm"}
+    assert (empty.status == "skipped").all() and (empty.attempts == 0).all()
+    assert all(uri in m and "zero-byte" in m for uri, m in empty.error_message.items())
+    assert len(df) == 3 and localapi.stats()["requests"] == 1  # every video object listed has its row; none sent
+    second = run(config)
+    assert second["skipped_empty"] == 2 and len(read_ledger(load_config(config).output)) == 3
