@@ -114,11 +114,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tasks.index.report import write_report
 
     options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
+    notes: list[str] = []
     try:
-        path = write_report(args.output, options, args.out)
+        path = write_report(args.output, options, args.out, notes)
     except VidbatchError as e:
         print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"vidbatch: note: {scrub(note)}", file=sys.stderr)
     print(f"report: {path}")
     return 0
 
