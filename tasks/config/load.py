@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -15,7 +16,7 @@ from tasks.config.generate import GenerateConfig
 from tasks.config.index import IndexRunConfig
 from tasks.config.run import RunConfig
 from tasks.errors import ConfigError
-from tasks.secrets import hold, hold_options, hold_url
+from tasks.secrets import hold, hold_options, hold_url, strip_userinfo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -153,10 +154,10 @@ def load_config(path: str | Path, overrides: dict | None = None, check_credentia
         raise ConfigError(_describe(e, origin_of, model)) from None
     src, out, prov = cfg.source, cfg.output, cfg.provider
     cfg = cfg.model_copy(update={
-        "source": src.model_copy(update=_expand_env({"url": src.url, "storage_options": src.storage_options},
-                                                    f"{path}: source")),
-        "output": out.model_copy(update=_expand_env({"url": out.url, "storage_options": out.storage_options},
-                                                    f"{path}: output")),
+        "source": src.model_copy(update=_userinfo_to_options(_expand_env(
+            {"url": src.url, "storage_options": src.storage_options}, f"{path}: source"))),
+        "output": out.model_copy(update=_userinfo_to_options(_expand_env(
+            {"url": out.url, "storage_options": out.storage_options}, f"{path}: output"))),
         "provider": prov.model_copy(update=_expand_env({"base_url": prov.base_url,
                                                         "public_base_url": prov.public_base_url}, f"{path}: provider")),
     })
@@ -166,6 +167,24 @@ def load_config(path: str | Path, overrides: dict | None = None, check_credentia
     if check_credentials:
         check_provider_credentials(cfg.provider, str(path))
     return cfg
+
+
+def _userinfo_to_options(section: dict) -> dict:
+    """`s3://KEY:SECRET@bucket/...`: the credentials move to storage_options (key, secret) and leave the URL, so no
+    object URI, message, row or Prefect parameter carries them; both are held for redaction whatever the scheme."""
+    url = section.get("url")
+    if not isinstance(url, str):
+        return section
+    hold_url(url)
+    clean = strip_userinfo(url)
+    if clean == url or urlsplit(url).scheme not in ("s3", "s3a"):
+        return section
+    parts = urlsplit(url)
+    options = dict(section.get("storage_options") or {})
+    options.setdefault("key", unquote(parts.username or ""))
+    if parts.password is not None:
+        options.setdefault("secret", unquote(parts.password))
+    return {**section, "url": clean, "storage_options": options}
 
 
 def hold_config_secrets(provider: Connection, *values: Any) -> None:

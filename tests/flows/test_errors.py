@@ -97,3 +97,30 @@ def test_zero_byte_objects_get_a_skipped_row_once_and_keep_their_count(s3, local
     assert len(df) == 3 and localapi.stats()["requests"] == 1  # every video object listed has its row; none sent
     second = run(config)
     assert second["skipped_empty"] == 2 and len(read_ledger(load_config(config).output)) == 3
+
+
+def test_credentials_in_the_source_url_are_used_and_never_shown(s3, localapi, make_config):
+    import json
+
+    import yaml
+
+    from tasks.errors import SourceError
+    from tests.flows.conftest import artifacts
+
+    fs, _ = s3
+    seed_bucket(fs, "videos", {"one.mp4": CLIP})
+    config = make_config(localapi)
+    cfg = yaml.safe_load(config.read_text())
+    cfg["source"]["url"] = "s3://AKIAURLKEY0001:SeCrEtInUrl%2F99@videos/"
+    config.write_text(yaml.safe_dump(cfg))
+    assert run(config)["ok"] == 1
+    df = read_ledger(load_config(config).output)
+    assert df.source_uri.tolist() == ["s3://videos/one.mp4"]
+    cfg["source"]["url"] = "s3://AKIAURLKEY0001:SeCrEtInUrl%2F99@no-such-bucket/"
+    config.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(SourceError) as e:
+        run(config)
+    shown = " ".join([str(e.value), json.dumps(artifacts()), *(entry["message"] for entry in all_logs())])
+    assert "no-such-bucket" in str(e.value)
+    for secret in ("AKIAURLKEY0001", "SeCrEtInUrl"):
+        assert secret not in shown and secret not in " ".join(map(str, df.to_dict("records")))

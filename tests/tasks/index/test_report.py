@@ -10,7 +10,8 @@ from tests.conftest import seed_bucket, video
 
 
 def entry(uri: str, kind: str, start: float, end: float, label: str) -> dict:
-    return {"run_id": "r", "job": "j", "created_at": now_utc(), "entry_id": f"{uri}-{kind}-{start}", "source_uri": uri, "source_key": uri,
+    return {"run_id": "r", "job": "j", "created_at": now_utc(), "entry_id": f"{uri}-{kind}-{start}",
+            "source_uri": uri, "source_key": uri,
             "request_key": uri, "stage": "extract", "kind": kind, "start_s": start, "end_s": end, "label": label,
             "video_duration_s": 4.0}
 
