@@ -14,7 +14,7 @@ from urllib.parse import unquote, urlsplit
 
 T = TypeVar("T")
 REDACTED = "<redacted>"
-MIN_LENGTH = 4  # shorter values are not credentials, and replacing them would garble every message
+MIN_LENGTH = 8  # shorter values are not real credentials, and replacing them (a "test" key) would garble messages
 
 SECRET_KEYS = frozenset({"key", "secret", "token", "password", "passwd", "api_key", "apikey", "access_token",
                          "authorization", "aws_access_key_id", "aws_secret_access_key", "aws_session_token",
