@@ -24,17 +24,19 @@ from tasks.config.run import RunConfig
 from tasks.discover.listing import DiscoverStats, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
 from tasks.plan.bill import bill_line, check_reservations, with_output
-from tasks.plan.items import WorkItem, plan_items, request_key, unfinished
+from tasks.plan.items import WorkItem, empty_item, plan_items, request_key, unfinished
 from tasks.plan.packs import make_packs
 from tasks.prepare.body import ByteBudget
 from tasks.prepare.delivery import check_delivery
 from tasks.prepare.transform import Scratch, scratch_prefix
 from tasks.record.journal import LedgerWriter, recover_journal
+from tasks.record.rows import empty_row
 from tasks.record.spending import mean_output_tokens
 from tasks.record.state import RunState, StateStore
 from tasks.record.tables import now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
+from tasks.record.writable import check_writable
 
 
 @dataclass(frozen=True)
@@ -99,6 +101,17 @@ def dry_run_line(item: WorkItem) -> dict:
             "error": str(item.error) if item.error else None}
 
 
+async def record_empty(empty: list, cfg: RunConfig, run_id: str, writer: LedgerWriter, state: RunState) -> None:
+    """A `skipped` row (error_type `empty`) for each zero-byte object listed so far that has none yet."""
+    objs, empty[:] = list(empty), []
+    finished = await asyncio.to_thread(state.finished_sources, objs)  # their rows from earlier runs, looked up
+    for obj in objs:
+        item = empty_item(obj, cfg)
+        if item.request_key not in finished and item.request_key not in state.done:
+            state.done.add(item.request_key)
+            await asyncio.to_thread(writer.add, empty_row(item, cfg, run_id))
+
+
 async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: Check | None = None,
                       finish: Finish | None = None, output: str | None = None,
                       extra: dict[str, Any] | None = None) -> dict:
@@ -111,6 +124,8 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     check_delivery(fs, cfg.provider)
     mark = watermark_since(cfg.output, cfg.job) if opts.from_watermark else None
     window = run_window(cfg, opts.since, opts.until, opts.from_watermark, mark)
+    if not opts.dry_run:
+        check_writable(cfg.output)  # before the first request: a run that cannot record must not pay
     if not opts.dry_run and (recovered := recover_journal(cfg.output, run_id)):
         log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
     store = None if opts.force else await asyncio.to_thread(StateStore.open, cfg.output)
@@ -126,7 +141,8 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     expected_output = mean_output_tokens(cfg.output, cfg.job, cfg.provider.model) or cfg.output_allowance()
     checked = [spend is None]
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
-    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg))
+    empty: list = []  # zero-byte objects: counted as skipped_empty, and each gets a `skipped` row (record_empty)
+    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty)
     batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
 
@@ -161,10 +177,12 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
                 sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
                 try:                                # last one is still sent, so the pace never stops at a boundary
                     for batch in batches:
+                        await record_empty(empty, cfg, run_id, writer, state)
                         items = await plan(batch)
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
                         if len(sending) > 1:
                             await settled(sending.pop(0))
+                    await record_empty(empty, cfg, run_id, writer, state)
                     while sending:
                         await settled(sending.pop(0))
                 finally:

@@ -26,7 +26,7 @@ UPDATABLE = frozenset(
     {"rpm", "tpm", "concurrency", "latency", "faults", "script", "seed", "frame_tokens", "stall_s",
      "retry_after_format", "retry_after_s", "max_file_bytes", "gdc_max_seconds_audio",
      "gdc_max_seconds_silent", "gdc_max_videos", "retry_after_in", "ratelimit_headers", "daily_quota",
-     "cost_per_million"}
+     "cost_per_million", "echo_key"}
 )
 
 
@@ -54,6 +54,7 @@ class LocalAPIConfig:
     gdc_max_videos: int = 10
     retry_after_in: str = "header"
     ratelimit_headers: bool = True  # x-ratelimit-limit/-remaining/-reset-requests (and -tokens) when limits are set
+    echo_key: bool = False  # a 401 for a wrong key says "Incorrect API key provided: <key>", as OpenAI's does
     daily_quota: int | None = None  # accepted requests before every chat request answers 429 insufficient_quota
     # as a gateway does (OpenRouter's usage.cost): prices per million tokens of text, video, audio and output, and
     # every answer's usage carries `cost`; None: no cost field

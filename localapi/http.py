@@ -51,8 +51,9 @@ def authorize(headers, cfg: LocalAPIConfig) -> None:
         raise ApiError(401, "missing bearer token: send the header 'Authorization: Bearer <token>'",
                        type="authentication_error", code="missing_api_key")
     if cfg.api_key is not None and not hmac.compare_digest(token.encode(), cfg.api_key.encode()):
-        raise ApiError(401, "the bearer token does not match the api key this localapi was started with",
-                       type="authentication_error", code="invalid_api_key")
+        message = f"Incorrect API key provided: {token}." if cfg.echo_key else \
+            "the bearer token does not match the api key this localapi was started with"
+        raise ApiError(401, message, type="authentication_error", code="invalid_api_key")
 
 
 def rate_limited(wait: float, limit: str, cfg: LocalAPIConfig, extra_headers: dict | None = None) -> ApiError:

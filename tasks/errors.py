@@ -4,7 +4,8 @@
     ├── ConfigError                 bad config file, key, type or missing credential (before any call)
     ├── SourceError                 listing or reading an object failed
     ├── MediaError                  a video could not be probed, decoded, cut or re-encoded
-    │   └── LimitError              it cannot be made to fit the provider's limits
+    │   ├── LimitError              it cannot be made to fit the provider's limits (or media.max_duration_s)
+    │   └── EmptyError              a zero-byte object: recorded `skipped`, never sent
     └── ProviderError               a call to the provider failed; carries http_status and retry_after
         ├── RetryableError          may succeed if sent again
         │   ├── RateLimitedError    429
@@ -23,6 +24,8 @@
 from __future__ import annotations
 
 import re
+
+from tasks.secrets import scrub
 
 
 class VidbatchError(Exception):
@@ -43,6 +46,12 @@ class MediaError(VidbatchError):
 
 class LimitError(MediaError):
     kind = "limit"
+
+
+class EmptyError(MediaError):
+    """A zero-byte object: its ledger row says so (status `skipped`), so the ledger accounts for every object."""
+
+    kind = "empty"
 
 
 class ProviderError(VidbatchError):
@@ -108,6 +117,10 @@ class InvalidOutputError(ProviderError):
     kind = "invalid_output"
 
 
+RERUN_KINDS = frozenset({NotAttemptedError.kind, BudgetError.kind, AuthError.kind, QuotaExhaustedError.kind})
+"""Kinds the next run sends again, flags or not: the run stopped sending (breaker, budget, refused key, quota)."""
+
+
 def error_for_status(status: int, message: str, retry_after: float | None = None,
                      quota_exhausted: bool = False) -> ProviderError:
     """Map an HTTP error status to its class in the tree; `quota_exhausted` comes from the error body's code."""
@@ -129,7 +142,8 @@ _BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
 
 
 def redact(text: str, limit: int = 500) -> str:
-    """Strip base64 payloads, URL signatures and bearer tokens from a message, and shorten it."""
+    """Strip held secrets (by value), base64 payloads, URL signatures and bearer tokens from a message; shorten it."""
+    text = scrub(text)
     text = _DATA_URL.sub(r"data:\1;base64,<redacted>", text)
     text = _SIGNED.sub(lambda m: f"{m.group(1)}=<redacted>", text)
     text = _BEARER.sub("Bearer <redacted>", text)

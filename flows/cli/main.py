@@ -21,16 +21,20 @@ from tasks.config.load import load_config
 from tasks.config.run import parse_when
 from tasks.errors import VidbatchError
 from tasks.record.totals import set_progress
+from tasks.record.writable import check_writable
+from tasks.secrets import scrub
 
 
-def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Callable[..., Any], what: str) -> int:
+def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callable[..., Any], what: str) -> int:
     """`vidbatch run` and `vidbatch index`: exit 0 all ok, 1 some item in error, 2 config or source wrong,
     4 the budget stopped the run (the rest is recorded error_type budget; the next run sends it)."""
     try:
-        load(args.config)  # fail on a bad config before Prefect starts
+        cfg = load(args.config)  # fail on a bad config, or an output that cannot be written, before Prefect starts
         parse_when(args.since), parse_when(args.until, "--until")
+        if not args.dry_run:
+            check_writable(cfg.output)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
     try:
@@ -38,7 +42,7 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., object], start: Call
                                    dry_run=args.dry_run, retry_failed=args.retry_failed, all_errors=args.all_errors,
                                    force=args.force, incremental=args.since_last_run, budget=args.budget))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_plan(result["planned"], result["estimated_prompt_tokens"], what)
@@ -83,14 +87,14 @@ def cmd_generate(args: argparse.Namespace) -> int:
     try:
         check_chain(with_overrides(load_generate_config(args.config), args.deadline, args.summarize))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
     try:
         result = asyncio.run(generate(config=args.config, retry_failed=args.retry_failed, deadline_s=args.deadline,
                                       limit=args.limit, dry_run=args.dry_run, summarize_config=args.summarize))
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     if args.dry_run:
         print_generate_plan(result)
@@ -107,7 +111,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     try:
         report = compact(OutputConfig(url=args.output, storage_options=options), args.partition, args.min_files)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     for line in report.lines() or ["nothing to compact"]:
         print(line)
@@ -125,12 +129,17 @@ def cmd_report(args: argparse.Namespace) -> int:
     from tasks.record.report import is_index_output, write_ledger_report
 
     options = dict(o.split("=", 1) for o in args.storage_option if "=" in o)
+    notes: list[str] = []
     try:
-        write = write_report if is_index_output(args.output, options) else write_ledger_report  # index or summarize
-        path = write(args.output, options, args.out)
+        if is_index_output(args.output, options):
+            path = write_report(args.output, options, args.out, notes)
+        else:  # a summarize ledger
+            path = write_ledger_report(args.output, options, args.out)
     except VidbatchError as e:
-        print(f"vidbatch: {e}", file=sys.stderr)
+        print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
+    for note in notes:
+        print(f"vidbatch: note: {scrub(note)}", file=sys.stderr)
     print(f"report: {path}")
     return 0
 

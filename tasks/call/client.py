@@ -243,6 +243,10 @@ class ProviderClient:
             self.breaker.trip(f"the provider's quota is exhausted: {redact(str(e), 160)}")
             s.last_error = e
             raise
+        except AuthError as e:  # a wrong or expired key fails every request alike: stop at the first
+            self.breaker.trip(f"the provider refused the credentials (HTTP {e.http_status}): {redact(str(e), 160)}")
+            s.last_error = e
+            raise
         except (ServerError, TransportError, MalformedResponseError) as e:
             self.breaker.failure(e)
             s.last_error = e

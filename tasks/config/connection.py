@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, model_validator
+
+_CONVENTIONAL_ENV_NAME = re.compile(r"[A-Z_][A-Z0-9_]*")
 
 LOCALAPI = "localapi"  # base_url that starts the embedded offline provider for the run
 
@@ -56,6 +59,12 @@ class Connection(StrictModel):
         if self.api_key_env and self.token_command:
             raise ValueError("set either api_key_env or token_command, not both")
         return self
+
+    @property
+    def api_key_env_shown(self) -> str:
+        """How a message may name `api_key_env`: the variable's name, unless it looks like a key pasted there."""
+        name = self.api_key_env or ""
+        return name if _CONVENTIONAL_ENV_NAME.fullmatch(name) else "(named by provider.api_key_env; not shown)"
 
     @property
     def embedded(self) -> bool:

@@ -6,6 +6,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any, get_args
+from urllib.parse import unquote, urlsplit
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -15,6 +16,7 @@ from tasks.config.generate import GenerateConfig
 from tasks.config.index import IndexRunConfig
 from tasks.config.run import RunConfig
 from tasks.errors import ConfigError
+from tasks.secrets import hold, hold_options, hold_url, strip_userinfo
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
@@ -72,6 +74,12 @@ def _read_yaml(path: Path) -> dict:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (not UTF-8): a config is YAML text") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot be read: {e.strerror or type(e).__name__}") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if data is None:
@@ -147,16 +155,52 @@ def load_config(path: str | Path, overrides: dict | None = None, check_credentia
         raise ConfigError(_describe(e, origin_of, model)) from None
     src, out, prov = cfg.source, cfg.output, cfg.provider
     cfg = cfg.model_copy(update={
-        "source": src.model_copy(update=_expand_env({"url": src.url, "storage_options": src.storage_options},
-                                                    f"{path}: source")),
-        "output": out.model_copy(update=_expand_env({"url": out.url, "storage_options": out.storage_options},
-                                                    f"{path}: output")),
+        "source": src.model_copy(update=_userinfo_to_options(_expand_env(
+            {"url": src.url, "storage_options": src.storage_options}, f"{path}: source"))),
+        "output": out.model_copy(update=_userinfo_to_options(_expand_env(
+            {"url": out.url, "storage_options": out.storage_options}, f"{path}: output"))),
         "provider": prov.model_copy(update=_expand_env({"base_url": prov.base_url,
                                                         "public_base_url": prov.public_base_url}, f"{path}: provider")),
     })
+    hold_config_secrets(cfg.provider, cfg.source.url, cfg.source.storage_options, cfg.output.url,
+                        cfg.output.storage_options, cfg.media.scratch_url, cfg.media.scratch_storage_options or {},
+                        cfg.provider.base_url)
     if check_credentials:
         check_provider_credentials(cfg.provider, str(path))
     return cfg
+
+
+def _userinfo_to_options(section: dict) -> dict:
+    """`s3://KEY:SECRET@bucket/...`: the credentials move to storage_options (key, secret) and leave the URL, so no
+    object URI, message, row or Prefect parameter carries them; both are held for redaction whatever the scheme."""
+    url = section.get("url")
+    if not isinstance(url, str):
+        return section
+    hold_url(url)
+    clean = strip_userinfo(url)
+    if clean == url or urlsplit(url).scheme not in ("s3", "s3a"):
+        return section
+    parts = urlsplit(url)
+    options = dict(section.get("storage_options") or {})
+    options.setdefault("key", unquote(parts.username or ""))
+    if parts.password is not None:
+        options.setdefault("secret", unquote(parts.password))
+    return {**section, "url": clean, "storage_options": options}
+
+
+def hold_config_secrets(provider: Connection, *values: Any) -> None:
+    """Register every credential a config carries (storage options, `user:password@` in URLs, a key pasted into
+    api_key_env) for redaction."""
+    if provider.api_key_env and provider.api_key_env_shown != provider.api_key_env:
+        hold(provider.api_key_env)
+    for v in values:
+        if isinstance(v, dict):
+            hold_options(v)
+        elif isinstance(v, str):
+            hold_url(v)
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_provider_credentials(p: Connection, where: str = "config") -> None:
@@ -164,8 +208,12 @@ def check_provider_credentials(p: Connection, where: str = "config") -> None:
     if p.embedded:
         return
     if p.api_key_env:
+        if not _ENV_NAME.fullmatch(p.api_key_env):
+            raise ConfigError(f"{where}: provider.api_key_env must be the NAME of an environment variable (letters, "
+                              "digits and _), not the key itself; its value is not shown. Export the key, e.g. "
+                              "`export MY_PROVIDER_KEY=...`, and set api_key_env: MY_PROVIDER_KEY")
         if not os.environ.get(p.api_key_env):
-            raise ConfigError(f"{where}: provider.api_key_env: environment variable {p.api_key_env} is not set "
+            raise ConfigError(f"{where}: provider.api_key_env: environment variable {p.api_key_env_shown} is not set "
                               f"or empty; export it with the API key of provider {p.name!r}")
     elif not p.token_command:
         raise ConfigError(f"{where}: provider: no credential configured; set api_key_env (the name of an "
@@ -189,6 +237,8 @@ def load_generate_config(path: str | Path, check_credentials: bool = True) -> Ge
         "provider": cfg.provider.model_copy(update=_expand_env({"base_url": cfg.provider.base_url},
                                                                f"{path}: provider")),
     })
+    hold_config_secrets(cfg.provider, cfg.prompts.url, cfg.prompts.storage_options, cfg.images.storage_options,
+                        cfg.output.url, cfg.output.storage_options, cfg.provider.base_url)
     if check_credentials:
         check_provider_credentials(cfg.provider, str(path))
     return cfg

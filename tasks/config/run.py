@@ -55,6 +55,7 @@ class MediaLimits(StrictModel):
     max_bytes_per_video: int | None = Field(default=None, gt=0)
     max_videos_per_request: int = Field(default=1, ge=1)
     max_bytes_per_request: int | None = Field(default=None, gt=0)
+    max_duration_s: float | None = Field(default=None, gt=0)  # longer videos are refused (LimitError), never cut
     mime_types: list[str] | None = None  # as the dialect names them (video/mov for gdc, video/quicktime for trinity)
 
     def max_seconds(self, has_audio: bool) -> float | None:
@@ -141,6 +142,7 @@ class MediaConfig(StrictModel):
     scratch_url: str | None = None  # cut/shrunk files for URL deliveries; default: <output.url>/_scratch
     scratch_storage_options: dict[str, Any] | None = None  # default: output.storage_options
     inflight_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    max_duration_s: float | None = Field(default=None, gt=0)  # refuse longer videos by name (the profile's may too)
     pack: PackConfig = Field(default_factory=PackConfig)
     audio: Literal["keep", "drop"] = "keep"  # drop: send videos without their audio stream (fewer tokens)
 

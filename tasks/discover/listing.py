@@ -88,12 +88,14 @@ def open_source(source: SourceConfig) -> tuple[AbstractFileSystem, str]:
 
 def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  since: datetime | None = None, until: datetime | None = None,
-                 stats: DiscoverStats | None = None, skip_prefix: str | None = None) -> Iterator[SourceObject]:
+                 stats: DiscoverStats | None = None, skip_prefix: str | None = None,
+                 empty: list[SourceObject] | None = None) -> Iterator[SourceObject]:
     """Yield the selected video objects under root in a stable order, listing only what can hold them.
 
     With `source.layout`, only the layout's leaf directories of the window's dates are listed (objects elsewhere
     are counted as `layout` skips); without one, a flat listing on object stores or a walk pruned by the include
-    globs. `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source.
+    globs. `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source;
+    zero-byte videos are counted as skipped and, with `empty`, appended to it (the run gives each a ledger row).
     """
     stats = stats if stats is not None else DiscoverStats()
     exts = set(source.extensions)
@@ -135,6 +137,8 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                 _skip_reason(obj, source, exts, since, until)
             if reason:
                 stats.skipped[reason] += 1
+                if reason == "empty" and empty is not None:
+                    empty.append(obj)
                 continue
             stats.selected += 1
             yield obj

@@ -34,6 +34,7 @@ from tasks.record.cost import estimate_columns
 from tasks.record.ledger import ledger_dataset, read_rows
 from tasks.record.rows import answer_fields
 from tasks.record.tables import now_utc
+from tasks.secrets import redact_keys
 
 LEDGER_COLUMNS = ["request_key", "created_at", "status", "source_key", "segment_count", "segment_index", "stage"]
 
@@ -188,7 +189,7 @@ class Indexer:
         row.update({"run_id": run_id, "job": self.config.job, "created_at": now_utc(), "request_key": todo.reduce_key,
                     "segment_start_s": 0.0, "segment_end_s": first["video_duration_s"], "provider": p.name,
                     "dialect": p.dialect, "model": p.model, "system_prompt": s.system, "prompt": user,
-                    "request_params": json.dumps({**params, **p.extra_body}, sort_keys=True),
+                    "request_params": json.dumps(redact_keys({**params, **p.extra_body}), sort_keys=True),
                     "estimated_prompt_tokens": estimate, "request_id": todo.reduce_key, "pack_size": 1,
                     "pack_index": 0, "repairs": repairs, "stage": "reduce",
                     **estimate_columns(Estimate(text=estimate), p.prices),

@@ -14,7 +14,7 @@ import av
 import fsspec
 
 from tasks.config.run import OutputConfig
-from tasks.errors import ConfigError
+from tasks.errors import ConfigError, redact
 from tasks.index.entries import SUMMARY, VIDEO, read_entries
 from tasks.record.ledger import read_rows
 from tasks.record.tables import put_atomic
@@ -48,15 +48,25 @@ overflow:hidden;white-space:nowrap;text-overflow:ellipsis;color:#111;box-sizing:
 """
 
 
-def write_report(output_url: str, storage_options: dict | None = None, out: str | None = None) -> str:
-    """Write the report of an index output (holding ledger/ and index/); returns where it went."""
+def write_report(output_url: str, storage_options: dict | None = None, out: str | None = None,
+                 notes: list[str] | None = None) -> str:
+    """Write the report of an index output (holding ledger/ and index/); returns where it went. Why thumbnails are
+    missing, if they are, goes to `notes` (once)."""
     options = dict(storage_options or {})
     root = output_url.rstrip("/")
-    entries = read_entries(OutputConfig(url=root + "/index", storage_options=options))
+    try:
+        entries = read_entries(OutputConfig(url=root + "/index", storage_options=options))
+    except Exception as e:  # noqa: BLE001 - any storage client's refusal (botocore ...) is one line naming OUTPUT
+        first = str(e).splitlines()[0] if str(e) else ""
+        raise ConfigError(redact(f"{root}/index: cannot be read: {type(e).__name__}: {first}"
+                                 " (for an S3-compatible endpoint pass --storage-option endpoint_url=...)")) from None
     if entries is None or entries.num_rows == 0:
         raise ConfigError(f"{root}/index: no index entries; run `vidbatch index CONFIG` with output.url {root} first")
     usage = read_rows(OutputConfig(url=root + "/ledger", storage_options=options), USAGE_COLUMNS)
-    page = render(entries.to_pylist(), usage.to_pylist() if usage is not None else [], Thumbnails(options), root)
+    thumbnails = Thumbnails(options)
+    page = render(entries.to_pylist(), usage.to_pylist() if usage is not None else [], thumbnails, root)
+    if (note := thumbnails.note()) is not None and notes is not None:
+        notes.append(note)
     target = out or root + "/report.html"
     fs, path = fsspec.core.url_to_fs(target, **options)
     put_atomic(fs, path, page.encode())
@@ -68,10 +78,16 @@ class Thumbnails:
 
     def __init__(self, storage_options: dict):
         self.options = storage_options
+        self.unreadable: dict[str, str] = {}  # storage root (scheme://bucket) -> why its videos could not be read
+        self.missing: list[str] = []           # videos shown without thumbnails
 
     def frames(self, uri: str, times: list[float]) -> dict[float, str | None]:
         """time -> data URI of the first frame at or after it (None when the video cannot be read)."""
         out: dict[float, str | None] = {t: None for t in times}
+        store = "/".join(uri.split("/", 3)[:3]) if "://" in uri else "local"
+        if store in self.unreadable:  # one failure per bucket: an endpoint it was not told about fails them all
+            self.missing.append(uri)
+            return out
         try:
             fs, path = fsspec.core.url_to_fs(uri, **self.options)
             with fs.open(path, "rb", block_size=2 ** 20) as f, av.open(f) as c:
@@ -80,8 +96,20 @@ class Thumbnails:
                 for t in sorted(set(times)):
                     out[t] = self._frame(c, vs, t + origin)
         except (OSError, av.error.FFmpegError, IndexError, ValueError):
-            pass
+            self.missing.append(uri)  # this video alone: gone, or not a video any more
+        except Exception as e:  # noqa: BLE001 - the storage client's own errors (botocore ...): the store is unreadable
+            self.unreadable[store] = redact(f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", 200)
+            self.missing.append(uri)
         return out
+
+    def note(self) -> str | None:
+        """The reason thumbnails are missing, said once (None when every video could be read)."""
+        if not self.missing:
+            return None
+        why = "; ".join(f"{store}: {reason}" for store, reason in self.unreadable.items()) or \
+            "the source could not be read or decoded"
+        hint = " (pass --storage-option endpoint_url=... for an S3-compatible endpoint)" if self.unreadable else ""
+        return f"{len(self.missing)} video(s) shown without thumbnails: {why}{hint}"
 
     @staticmethod
     def _frame(c, vs, t: float) -> str | None:
@@ -239,4 +267,5 @@ def render(entries: list[dict], usage: list[dict], thumbnails: Thumbnails, title
     return ("<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>vidbatch index: {esc(title)}</title><style>{CSS}</style></head><body>"
             f"<h1>vidbatch index</h1><div class=\"muted\">{esc(title)} · {len(videos)} videos</div>"
+            + (f'<p class="muted note">{esc(note)}</p>' if (note := thumbnails.note()) else "") +
             f"<h3>Token usage</h3>{_usage_table(usage)}" + "".join(sections) + "</body></html>")

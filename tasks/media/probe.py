@@ -25,8 +25,26 @@ class Probe:
         return asdict(self)
 
 
-def probe(fileobj, name: str) -> Probe:
-    """Read duration, streams and codecs and decode one frame; MediaError naming the file if that fails."""
+MAX_SECONDS_PER_FRAME = 60.0  # an average frame longer than a minute: a timeline the stream's frames cannot fill
+MIN_BYTES_PER_SECOND = 8.0    # below 64 bit/s over more than ten minutes no encoder stores a moving picture
+BACKED_CHECK_AFTER_S = 600.0
+
+
+def check_backed(name: str, duration: float, frames: int, size: int | None) -> None:
+    """MediaError when the duration a header claims is more than its frame count and file size can back."""
+    if duration <= BACKED_CHECK_AFTER_S:
+        return
+    short_of_frames = frames > 0 and duration / frames > MAX_SECONDS_PER_FRAME
+    short_of_bytes = size is not None and size > 0 and size / duration < MIN_BYTES_PER_SECOND
+    if short_of_frames or short_of_bytes:
+        raise MediaError(f"{name}: its header claims {duration:,.0f} s, which {frames or 'an unknown number of'} "
+                         f"frames in {size if size is not None else 'an unknown number of'} bytes cannot back; "
+                         "not sent (a damaged or crafted header)")
+
+
+def probe(fileobj, name: str, size: int | None = None) -> Probe:
+    """Read duration, streams and codecs and decode one frame; MediaError naming the file if that fails, or if the
+    duration is more than the file's `size` and frame count can back."""
     try:
         with av.open(fileobj, mode="r") as c:
             vs = next((s for s in c.streams if s.type == "video"), None)
@@ -49,6 +67,7 @@ def probe(fileobj, name: str) -> Probe:
                 duration = _demux_duration(c, vs)
             if not duration or duration <= 0:
                 raise MediaError(f"{name}: duration could not be read")
+            check_backed(name, duration, int(vs.frames or 0), size)
             return Probe(duration_s=round(duration, 3), has_audio=audio is not None,
                          width=vs.codec_context.width or first.width, height=vs.codec_context.height or first.height,
                          video_codec=vs.codec_context.name, audio_codec=audio.codec_context.name if audio else None,

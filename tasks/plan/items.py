@@ -83,11 +83,17 @@ def plan_item(fs: AbstractFileSystem, obj: SourceObject, cfg: RunConfig) -> list
     limits, dialect = cfg.provider.media, cfg.provider.dialect
     try:
         with fs.open(obj.path, "rb", block_size=2 ** 20) as f:
-            pr = probe(f, obj.uri)
+            pr = probe(f, obj.uri, obj.size or None)
     except MediaError as e:
         return _error_item(obj, cfg, key, e)
     except (FileNotFoundError, PermissionError, OSError) as e:
         return _error_item(obj, cfg, key, SourceError(f"{obj.uri}: could not be read: {type(e).__name__}: {e}"))
+    max_duration = min((m for m in (cfg.media.max_duration_s, limits.max_duration_s) if m is not None), default=None)
+    if max_duration is not None and pr.duration_s > max_duration:
+        where = "media.max_duration_s" if max_duration == cfg.media.max_duration_s else \
+            f"provider {cfg.provider.name!r}'s media.max_duration_s"
+        return _error_item(obj, cfg, key, LimitError(
+            f"{obj.uri}: {pr.duration_s:,.1f} s is longer than {where} ({max_duration:g} s); not sent"))
     ops: list[str] = []
     ext = obj.ext
     mime = mime_for(dialect, ext)
@@ -149,3 +155,9 @@ def unfinished(items: list[WorkItem], done: set[str], totals) -> list[WorkItem]:
     todo = [i for i in items if i.request_key not in done]
     totals.skipped_done += len(items) - len(todo)
     return todo
+
+
+def empty_item(obj: SourceObject, cfg: RunConfig) -> WorkItem:
+    """A zero-byte object as an item to record (never to send)."""
+    key = request_key(obj, cfg)
+    return WorkItem(obj, key, mime_for(cfg.provider.dialect, obj.ext), source_key=key, ext=obj.ext)

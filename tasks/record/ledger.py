@@ -11,7 +11,9 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 
 from tasks.config.run import OutputConfig
+from tasks.errors import RERUN_KINDS
 from tasks.record.tables import UTC_TS, dataset, read_table, write_table
+from tasks.secrets import scrub
 
 SCHEMA = pa.schema([
     ("run_id", pa.string()), ("job", pa.string()), ("created_at", UTC_TS), ("request_key", pa.string()),
@@ -59,7 +61,7 @@ ROW_IDENTITY = ("request_key", "run_id", "created_at")  # one finished attempt a
 RETRYABLE_ERRORS = {"retryable", "rate_limited", "server", "transport", "malformed_response"}
 
 
-ALWAYS_RETRIED = {"not_attempted", "budget"}  # recorded by a run that stopped before sending them
+ALWAYS_RETRIED = RERUN_KINDS  # not_attempted, budget, auth, quota_exhausted: the run stopped; the next one sends them
 
 
 def ledger_dataset(output: OutputConfig) -> ds.Dataset | None:
@@ -79,7 +81,7 @@ def to_table(rows: Iterable[dict]) -> pa.Table:
         extra = set(r) - set(COLUMNS)
         if extra:
             raise ValueError(f"ledger row has columns outside the schema: {sorted(extra)}")
-    return pa.Table.from_pylist([{c: r.get(c) for c in COLUMNS} for r in rows], schema=SCHEMA)
+    return pa.Table.from_pylist([{c: scrub(r.get(c)) for c in COLUMNS} for r in rows], schema=SCHEMA)
 
 
 def write_rows(rows: list[dict], output: OutputConfig, run_id: str) -> list[str]:

@@ -8,13 +8,14 @@ from typing import Protocol
 
 from tasks.config.prices import Prices
 from tasks.config.run import RunConfig
-from tasks.errors import VidbatchError, redact
+from tasks.errors import EmptyError, VidbatchError, redact
 from tasks.media.tokens import Estimate
 from tasks.plan.items import WorkItem, prompt_text_tokens
 from tasks.plan.packs import pack_estimate, pack_id
 from tasks.prepare.transform import Prepared
 from tasks.record.cost import estimate_columns, usage_columns
 from tasks.record.tables import now_utc
+from tasks.secrets import redact_keys
 
 
 class Answer(Protocol):
@@ -61,7 +62,7 @@ def base_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
         "has_audio": item.probe.has_audio if item.probe else None, "mime": item.mime,
         "provider": p.name, "dialect": p.dialect, "model": p.model, "delivery": p.delivery,
         "system_prompt": cfg.prompt.system, "prompt": cfg.prompt.user,
-        "request_params": json.dumps({**cfg.prompt.params, **p.extra_body}, sort_keys=True),
+        "request_params": json.dumps(redact_keys({**cfg.prompt.params, **p.extra_body}), sort_keys=True),
         "estimated_prompt_tokens": item.estimated_prompt_tokens,
         "source_key": item.source_key or item.request_key, "segment_count": item.segment_count,
         "request_id": item.request_key, "pack_size": 1, "pack_index": 0,
@@ -131,3 +132,9 @@ def pack_rows(pack: list[WorkItem], cfg: RunConfig, run_id: str, result: Outcome
                 row.update(estimate_columns(replace(item.estimate, text=0, output=0), cfg.provider.prices))
         rows.append(row)
     return rows
+
+
+def empty_row(item: WorkItem, cfg: RunConfig, run_id: str) -> dict:
+    """The row of a zero-byte object: skipped (never sent), error_type `empty`, so the ledger lists every object."""
+    err = EmptyError(f"{item.obj.uri}: zero-byte object: nothing to send")
+    return {**error_row(item, cfg, run_id, err), "status": "skipped"}

@@ -6,6 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from tasks.errors import RERUN_KINDS
+
 TOTAL_KEYS = ("ok", "error", "skipped_already_done", "prompt_tokens", "completion_tokens", "total_tokens",
               "estimated_prompt_tokens")
 
@@ -59,7 +61,7 @@ class RunTotals(Totals):
             self.ok += 1
         else:
             self.error += 1
-            self.not_attempted += row.get("error_type") in ("not_attempted", "budget")
+            self.not_attempted += row.get("error_type") in RERUN_KINDS  # left for the next run: no watermark move
             self.budget += row.get("error_type") == "budget"
         self.cost += row.get("cost") or 0.0
         if row["status"] == "ok" or row.get("cost") is not None:  # the estimate of what was sent, beside its cost

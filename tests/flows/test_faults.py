@@ -85,9 +85,11 @@ def test_an_exhausted_daily_quota_fails_fast(s3, localapi, make_config):
     assert sorted(zip(df.error_type.fillna("ok"), df.attempts, strict=True)) == [
         ("not_attempted", 0), ("not_attempted", 0), ("ok", 1), ("ok", 1), ("quota_exhausted", 1)]  # no retries
     assert localapi.stats()["requests"] == 3
-    not_attempted = set(df[df.error_type == "not_attempted"].request_key)
+    not_attempted = set(df[df.error_type.isin(["not_attempted", "quota_exhausted"])].request_key)
 
     localapi.reset()                                                    # a new day
+    localapi.config.daily_quota = 3
     run(config)
     again = ledger(config)
-    assert not_attempted <= set(again[again.status == "ok"].request_key)
+    assert len(not_attempted) == 3 and not_attempted <= set(again[again.status == "ok"].request_key)  # the one the
+    assert localapi.stats()["requests"] == 3                            # quota stopped at is sent again too

@@ -47,7 +47,9 @@ def test_each_dialect_and_delivery_one_row_per_video(s3, localapi, make_config, 
     assert (result["ok"], result["error"]) == (3, 0)
     assert result["skipped_extension"] == 1 and result["skipped_empty"] == 1
     df = ledger(config)
-    assert len(df) == 3 and df.request_key.is_unique
+    assert len(df) == 4 and df.request_key.is_unique  # the zero-byte object has its `skipped` row
+    assert df[df.status == "skipped"].source_uri.tolist() == ["s3://videos/cam01/2026/11/21/zero.mp4"]
+    df = df[df.status != "skipped"]
     stats = localapi.stats()
     assert stats["ok"] == 3 and stats["by_dialect"] == {dialect: 3}
     for key, data in VIDEOS.items():

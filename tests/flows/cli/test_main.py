@@ -181,3 +181,28 @@ def test_budget_dry_run_bill_then_exit_4_when_the_budget_stops_the_run(local_run
     assert rest.returncode == 0 and "left undone" not in rest.stdout
     tiny = vidbatch("run", config, "--force", "--budget", "0.00001", "--quiet")
     assert tiny.returncode == 2 and "is below a single request's reservation" in tiny.stderr
+
+
+def _one_line_exit_2(done, *names):
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2 and len(lines) == 1 and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert lines[0].startswith("vidbatch: ") and all(str(n) in lines[0] for n in names), lines
+
+
+def test_an_output_that_cannot_be_written_exits_2_on_one_line_before_anything_is_sent(local_run, tmp_path):
+    config, _ = local_run
+    cfg = yaml.safe_load(config.read_text())
+    (tmp_path / "a-file").write_text("not a directory")
+    for out in [tmp_path / "a-file"] + (["/sys/kernel/vidbatch-ledger"] if os.path.isdir("/sys/kernel") else []):
+        cfg["output"]["url"] = str(out)
+        config.write_text(yaml.safe_dump(cfg))
+        _one_line_exit_2(vidbatch("run", config), out, "not writable")
+    assert (tmp_path / "a-file").read_text() == "not a directory"
+
+
+def test_a_directory_or_a_binary_file_as_the_config_exits_2_on_one_line(tmp_path):
+    binary = tmp_path / "clip.yaml"
+    binary.write_bytes(video("mp4", seconds=1))
+    for path, what in ((tmp_path, "is a directory"), (binary, "not a text file")):
+        for command in ("run", "index"):
+            _one_line_exit_2(vidbatch(command, path), path, what)

@@ -142,3 +142,31 @@ def test_pacing_retry_and_breaker_keys(tmp_path):
                                        "{profile: localapi-openai, limits: {window: fixed, margin_s: -1}}"), "bad.yaml")
     msg = str(pytest.raises(ConfigError, load_config, bad).value)
     assert "provider.limits.window" in msg and "'smooth' or 'sliding'" in msg and "provider.limits.margin_s" in msg
+
+
+def test_a_directory_or_a_binary_file_is_a_config_error_naming_it(tmp_path):
+    from tasks.config.load import load_config, load_generate_config
+
+    binary = tmp_path / "clip.yaml"
+    binary.write_bytes(b"\x00\x00\x00\x18ftypmp42\xff\xfe\x80" * 10)
+    for load in (load_config, load_generate_config):
+        with pytest.raises(ConfigError, match=f"{tmp_path}: is a directory"):
+            load(tmp_path)
+        with pytest.raises(ConfigError, match=f"{binary}: not a text file"):
+            load(binary)
+
+
+def test_api_key_env_holding_a_literal_key_is_never_printed(tmp_path, monkeypatch):
+    from tasks.config.load import load_config
+
+    path = tmp_path / "run.yaml"
+    for literal in ("sk-proj-LITERAL-abc123", "AIzaSyLiteralKeyLiteralKey0123"):
+        path.write_text(f"""job: j
+source: {{url: {tmp_path}}}
+provider: {{dialect: openai, model: m, base_url: "http://127.0.0.1:9/v1", api_key_env: {literal}}}
+prompt: {{user: hi}}
+output: {{url: {tmp_path}/out}}
+""")
+        with pytest.raises(ConfigError) as e:
+            load_config(path)
+        assert literal not in str(e.value) and "api_key_env" in str(e.value)
