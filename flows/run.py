@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import signal
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -16,6 +17,7 @@ from prefect.runtime import flow_run
 from flows.prefect.artifacts import BatchProgress, publish_summary
 from flows.prefect.shared_budget import share_day_budget
 from flows.prefect.shared_limits import shared_permits
+from flows.stop import RunStopped, Stopper
 from tasks.call.budget import money_summary, open_spend
 from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
@@ -70,12 +72,21 @@ class Run:
     writer: LedgerWriter
     done: set[str]
     totals: RunTotals = field(default_factory=RunTotals)
+    pending: set[asyncio.Future] = field(default_factory=set)  # rows being journaled: a stop waits for them
 
     async def record(self, row: dict) -> None:
         """A finished row: journaled at once, in the ledger by the flush policy, counted, shown."""
-        await asyncio.to_thread(self.writer.add, row)
-        self.totals.add_row(row)
-        current_progress().update(self.totals)
+        journaled = asyncio.ensure_future(asyncio.to_thread(self.writer.add, row))
+        self.pending.add(journaled)
+
+        def counted(done: asyncio.Future) -> None:  # counted once in the journal, even if a stop cancels the wait
+            self.pending.discard(done)
+            if not done.cancelled() and done.exception() is None:
+                self.totals.add_row(row)
+                current_progress().update(self.totals)
+
+        journaled.add_done_callback(counted)
+        await asyncio.shield(journaled)
 
 
 Finish = Callable[[Run], Awaitable[dict[str, Any]]]  # after the last batch, the client still open: more result keys
@@ -90,6 +101,10 @@ def plan_batch(fs: AbstractFileSystem, objs: list, cfg: RunConfig) -> list[WorkI
 async def call_batch(items: list[WorkItem], run: Run, fs: AbstractFileSystem, budget: ByteBudget, scratch: Scratch,
                      check: Check | None = None) -> list[dict]:
     return await call_items(items, run.client, fs, run.cfg, run.run_id, run.record, budget, scratch, check)
+
+
+def signal_name(signum: int) -> str:
+    return signal.Signals(signum).name
 
 
 def dry_run_line(item: WorkItem) -> dict:
@@ -145,6 +160,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty)
     batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
+    stopper = Stopper()  # installed while requests are sent
 
     async def plan(batch: list) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
@@ -165,6 +181,9 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
         permits = await shared_permits(cfg.provider)
         share_day_budget(spend, cfg.provider)
         writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
+        stopper.install()
+        started_batches: list[asyncio.Future] = []
+        run: Run | None = None
         try:
             async with open_provider(cfg, permits=permits, spend=spend) as client:
                 run = Run(cfg, run_id, client, writer, done, totals)
@@ -180,6 +199,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
                         await record_empty(empty, cfg, run_id, writer, state)
                         items = await plan(batch)
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
+                        started_batches.append(sending[-1])
                         if len(sending) > 1:
                             await settled(sending.pop(0))
                     await record_empty(empty, cfg, run_id, writer, state)
@@ -191,10 +211,20 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
                 if finish is not None:
                     writer.flush()  # every answer is in the ledger: what finish reads
                     more = await finish(run)
+        except asyncio.CancelledError:
+            if stopper.signum is None:
+                raise
+            log.warning("stopped by %s: in-flight requests abandoned, finished rows flushed",
+                        signal_name(stopper.signum))
+            for sent in started_batches:
+                sent.cancel()
+            await asyncio.wait([*started_batches, *(run.pending if run else ())], timeout=5)  # cleanups, journal
         finally:
             scratch.close()
         writer.close()
-        if window.advances_watermark(opts.limit) and not totals.not_attempted and not opts.prefix:
+        stopper.remove()
+        if stopper.signum is None and window.advances_watermark(opts.limit) and not totals.not_attempted \
+                and not opts.prefix:
             write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
         if permits is not None:
             await permits.close()
@@ -205,5 +235,9 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     result = {"run_id": run_id, "output": output or cfg.output.url, "ledger": cfg.output.url,
               "since": window.since and window.since.isoformat(), **totals.as_dict(), **(extra or {}), **more,
               "planned": planned, **money_summary(cfg, spend, opts.dry_run)}
+    if stopper.signum is not None:
+        result["stopped"] = signal_name(stopper.signum)
     await publish_summary(flow_name, cfg.job, result["output"], {"dry_run": opts.dry_run, **result})
+    if stopper.signum is not None:
+        raise RunStopped(stopper.signum, result)
     return result

@@ -37,6 +37,9 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callabl
         print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
+    from flows.stop import RunStopped, absorb_repeats
+
+    absorb_repeats()
     try:
         result = asyncio.run(start(config=args.config, since=args.since, until=args.until, limit=args.limit,
                                    dry_run=args.dry_run, retry_failed=args.retry_failed, all_errors=args.all_errors,
@@ -44,6 +47,11 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callabl
     except VidbatchError as e:
         print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
+    except RunStopped as stop:  # 130 for SIGINT, 143 for SIGTERM, as a shell reports a process the signal ended
+        print(f"vidbatch: stopped by {stop.result['stopped']}; finished rows are in the ledger, the next run sends "
+              "the rest", file=sys.stderr)
+        print_summary(stop.result)
+        return 128 + stop.signal
     if args.dry_run:
         print_plan(result["planned"], result["estimated_prompt_tokens"], what)
         print_bill(result)

@@ -32,7 +32,8 @@ class Scratch:
     """A local temporary directory for cut files, and the storage prefix URL deliveries upload them to."""
 
     def __init__(self, cfg: RunConfig):
-        self.local = tempfile.mkdtemp(prefix="vidbatch-")
+        sweep_dead_scratch()
+        self.local = tempfile.mkdtemp(prefix=f"vidbatch-{os.getpid()}-")
         url, options = cfg.scratch()
         self.url = url.rstrip("/")
         self._options = options
@@ -49,6 +50,26 @@ class Scratch:
 
     def close(self) -> None:
         shutil.rmtree(self.local, ignore_errors=True)
+
+
+def sweep_dead_scratch(base: str | None = None) -> list[str]:
+    """Remove the local scratch directories (`vidbatch-<pid>-*`) of runs on this host whose process is gone."""
+    base = base or tempfile.gettempdir()
+    removed = []
+    for name in os.listdir(base):
+        parts = name.split("-")
+        if len(parts) < 3 or parts[0] != "vidbatch" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # alive (or another user's): not ours to remove
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(os.path.join(base, name), ignore_errors=True)
+        removed.append(name)
+    return removed
 
 
 def scratch_prefix(cfg: RunConfig) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
+import os
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,15 +32,28 @@ def open_output(output: OutputConfig) -> tuple[fsspec.AbstractFileSystem, str]:
     return fs, root.rstrip("/")
 
 
-def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
-    """Write a file that readers see whole or not at all (rename locally, one PUT on object stores)."""
+PARTIAL = "_partial"  # beside the partitions: a run's temporary files, never inside a directory compaction swaps
+
+
+def put_atomic(fs: fsspec.AbstractFileSystem, path: str, data: bytes, staging: str | None = None) -> None:
+    """Write a file that readers see whole or not at all (rename locally, one PUT on object stores).
+
+    Locally the temporary file goes to `staging` when given (else beside `path`), and is removed if the write fails
+    (a full disk leaves no 0-byte file behind)."""
     if isinstance(fs, LocalFileSystem):
         directory, name = path.rsplit("/", 1)
         fs.makedirs(directory, exist_ok=True)
-        tmp = f"{directory}/.{name}.{uuid.uuid4().hex[:6]}.partial"  # hidden and not *.parquet: no reader picks it up
-        with fs.open(tmp, "wb") as f:
-            f.write(data)
-        fs.mv(tmp, path)
+        if staging:
+            fs.makedirs(staging, exist_ok=True)
+        tmp = f"{staging or directory}/.{name}.{uuid.uuid4().hex[:6]}.partial"  # hidden, not *.parquet: never read
+        try:
+            with fs.open(tmp, "wb") as f:
+                f.write(data)
+            os.rename(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
     else:
         fs.pipe_file(path, data)
 
@@ -58,7 +73,7 @@ def write_table(table: pa.Table, output: OutputConfig, run_id: str, label: str =
     written = []
     for date in sorted(set(dates.to_pylist())):
         path = f"{root}/date={date}/{label}-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
-        put_atomic(fs, path, parquet_bytes(table.filter(pc.equal(dates, date))))
+        put_atomic(fs, path, parquet_bytes(table.filter(pc.equal(dates, date))), f"{root}/{PARTIAL}/{run_id}")
         written.append(fs.unstrip_protocol(path))
     return written
 

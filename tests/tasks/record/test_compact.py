@@ -1,4 +1,6 @@
+import os
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -79,3 +81,35 @@ def test_compact_on_object_storage(s3):
     assert len(fs.ls("out/ledger/date=2026-11-21")) == 1
     df = read_ledger(out)
     assert len(df) == 4 and df[df.request_key == "a"].created_at.iloc[0] == T0 + timedelta(minutes=2)
+
+
+def test_compaction_in_a_loop_never_breaks_a_concurrent_writer_nor_loses_a_row(tmp_path):
+    """The writer's temporary file used to sit in the partition: the directory swap took it away mid-write."""
+    out = OutputConfig(url=str(tmp_path / "l"))
+    stop, errors, last = threading.Event(), [], {}
+    blob = os.urandom(1 << 22).hex()  # a large answer: each file takes a while to write, as a real batch's does
+
+    def writer():
+        try:
+            for i in range(100):  # five keys, each written again and again: compaction keeps the latest five rows
+                write_rows([{**row(f"w{i % 5}", minute=i), "output_text": blob}], out, "writer")
+                last[f"w{i % 5}"] = i
+                time.sleep(0.03)
+        except Exception as e:  # noqa: BLE001 - the failure this test is about, reported below
+            errors.append(repr(e))
+        finally:
+            stop.set()
+
+    write_rows([row("w0", minute=-1)], out, "r0")
+    t = threading.Thread(target=writer)
+    t.start()
+    swaps = 0
+    while not stop.is_set():
+        swaps += len(compact(out).partitions)
+    t.join()
+    assert errors == [] and swaps >= 1, (errors, swaps)
+    df = read_ledger(out)
+    latest = df.sort_values("created_at").groupby("request_key").tail(1)
+    minutes = (latest.created_at - T0) // timedelta(minutes=1)
+    assert dict(zip(latest.request_key, minutes, strict=True)) == last
+    assert not list((tmp_path / "l").rglob("*.partial"))

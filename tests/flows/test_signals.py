@@ -1,0 +1,58 @@
+"""SIGINT (to the process group, as a terminal sends it) and SIGTERM stop a run within seconds, with its summary."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from tasks.config.load import load_config
+from tasks.record.ledger import read_ledger
+from tests.conftest import seed_bucket, video
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+VIDEOS = 30
+
+
+def start(config):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+@pytest.mark.parametrize("sig, status", [(signal.SIGINT, 130), (signal.SIGTERM, 143)] * 2)
+def test_a_signal_stops_the_run_within_seconds_with_its_summary_and_every_finished_row(s3, localapi, make_config,
+                                                                                      sig, status):
+    fs, _ = s3
+    seed_bucket(fs, "videos", {f"cam/{i:02d}.mp4": video("mp4", seconds=1) for i in range(VIDEOS)})
+    localapi.config.latency = (0.3, 0.6)
+    config = make_config(localapi, limits={"concurrency": 2})
+    cfg = yaml.safe_load(config.read_text())
+    cfg["output"].update(batch_size=4, flush_rows=100, flush_seconds=300)  # finished rows only in the journal
+    config.write_text(yaml.safe_dump(cfg))
+    proc = start(config)
+    deadline = time.monotonic() + 120
+    while localapi.stats()["ok"] < 3 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert proc.poll() is None, proc.communicate()
+    os.killpg(proc.pid, sig) if sig == signal.SIGINT else proc.send_signal(sig)
+    try:
+        out, err = proc.communicate(timeout=10)  # a generous bound, as behaviour: the run ends before it
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"still running 10 s after {sig.name}: {err[-2000:]}")
+    assert proc.returncode == status, err[-3000:]
+    assert "summary:" in out and f"stopped by {sig.name}" in err
+    answered = localapi.stats()["ok"]
+    df = read_ledger(load_config(config).output)
+    assert answered < VIDEOS and len(df) == df.request_key.nunique()
+    sent_ok = int(out.split("  ok", 1)[1].split()[0])
+    assert len(df[df.status == "ok"]) == sent_ok >= 3  # every row the summary counts is in the ledger
