@@ -137,7 +137,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     run_id, started = str(flow_run.id or uuid.uuid4()), now_utc()
     fs, root = open_source(cfg.source)
     check_delivery(fs, cfg.provider)
-    mark = watermark_since(cfg.output, cfg.job) if opts.from_watermark else None
+    mark = watermark_since(cfg.output, cfg.job, cfg.source.url) if opts.from_watermark else None
     window = run_window(cfg, opts.since, opts.until, opts.from_watermark, mark)
     if not opts.dry_run:
         check_writable(cfg.output)  # before the first request: a run that cannot record must not pay
@@ -223,9 +223,11 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
             scratch.close()
         writer.close()
         stopper.remove()
-        if stopper.signum is None and window.advances_watermark(opts.limit) and not totals.not_attempted \
+        if found.listed == 0:  # a mistyped prefix lists nothing: the watermark stays for the source that exists
+            log.warning("source.url %r listed no object at all: the watermark is not moved", cfg.source.url)
+        elif stopper.signum is None and window.advances_watermark(opts.limit) and not totals.not_attempted \
                 and not opts.prefix:
-            write_watermark(cfg.output, Watermark(cfg.job, started, run_id))
+            write_watermark(cfg.output, Watermark(cfg.job, started, run_id, cfg.source.url))
         if permits is not None:
             await permits.close()
             log.info("shared limit: %s", permits.summary())

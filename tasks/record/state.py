@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.record.journal import STATE
@@ -226,24 +227,34 @@ class StateStore:
         base_schema = pa.schema([SCHEMA.field(c) for c in STATE_COLUMNS])
         tmpdir = tempfile.mkdtemp(prefix="vidbatch-state-")
         try:
-            con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": 2,
-                                         "temp_directory": tmpdir, "preserve_insertion_order": True})
-            base = ds.dataset(inputs[:1], filesystem=self.fs, format="parquet", schema=base_schema) \
-                if self._base else None
-            delta = ds.dataset(self._delta_files, filesystem=self.fs, format="parquet", schema=SCHEMA) \
-                if self._delta_files else None
+            con = duckdb.connect(config={"memory_limit": DUCKDB_MEMORY, "threads": 2, "temp_directory": tmpdir,
+                                         "preserve_insertion_order": False})  # ORDER BY still orders the output
             selects = []
-            if base is not None:
-                con.register("base_rows", base)
-                selects.append(f"SELECT {', '.join(STATE_COLUMNS)}, 0 AS tier FROM base_rows")
-            if delta is not None:
-                con.register("delta_rows", delta)
-                selects.append("SELECT source_uri, request_key, coalesce(source_key, request_key) AS source_key, "
-                               "status, error_type, coalesce(segment_count, 1)::INTEGER AS segment_count, created_at, "
-                               "1 AS tier FROM delta_rows")
-            query = (f"SELECT {', '.join(STATE_COLUMNS)} FROM ({' UNION ALL '.join(selects)}) "
-                     "QUALIFY row_number() OVER (PARTITION BY request_key ORDER BY created_at DESC, tier DESC) = 1 "
-                     "ORDER BY source_uri, request_key")
+            if on_disk := isinstance(self.fs, LocalFileSystem):  # DuckDB reads local Parquet itself: far less memory
+                base_src = f"read_parquet({[self._base.path]!r})" if self._base else None
+                delta_src = f"read_parquet({self._delta_files!r}, union_by_name=true)" if self._delta_files else None
+            else:  # any other filesystem: through pyarrow datasets, streamed
+                base_src = "base_rows" if self._base else None
+                delta_src = "delta_rows" if self._delta_files else None
+                if self._base:
+                    con.register("base_rows", ds.dataset(inputs[:1], filesystem=self.fs, format="parquet",
+                                                         schema=base_schema))
+                if self._delta_files:
+                    con.register("delta_rows", ds.dataset(self._delta_files, filesystem=self.fs, format="parquet",
+                                                          schema=SCHEMA))
+            if base_src:
+                selects.append(f"SELECT {', '.join(STATE_COLUMNS)}, 0 AS tier FROM {base_src}")
+            if delta_src:
+                old = on_disk and not self._any_has(["source_key", "segment_count"])
+                key, count = ("request_key", "1") if old else ("coalesce(source_key, request_key)",
+                                                               "coalesce(segment_count, 1)")
+                selects.append(f"SELECT source_uri, request_key, {key} AS source_key, status, error_type, "
+                               f"({count})::INTEGER AS segment_count, created_at, 1 AS tier FROM {delta_src}")
+            fields = ", ".join(c for c in STATE_COLUMNS if c != "request_key")
+            out = ", ".join(c if c == "request_key" else f"v.{c} AS {c}" for c in STATE_COLUMNS)
+            query = (f"SELECT {out} FROM "
+                     f"(SELECT request_key, max_by(struct_pack({fields}), struct_pack(created_at, tier)) AS v "
+                     f"FROM ({' UNION ALL '.join(selects)}) GROUP BY request_key) ORDER BY v.source_uri, request_key")
             reader = con.sql(query).to_arrow_reader(ROW_GROUP)
             name = f"base-{now_utc():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
             local = os.path.join(tmpdir, "base.parquet")
@@ -270,6 +281,11 @@ class StateStore:
         self.refresh()
         self.load_delta()
         self.stats.folded = True
+
+    def _any_has(self, names: list[str]) -> bool:
+        """Whether some delta file has these columns (files of the ledger's first version have neither; DuckDB's
+        union_by_name makes them null where a file lacks them, but cannot name a column no file has)."""
+        return any(set(names) <= set(pq.read_schema(f).names) for f in self._delta_files)
 
     def _prune(self) -> None:
         """Remove the bases (and manifests) older than the newest KEEP_BASES."""

@@ -96,3 +96,20 @@ def test_limited_or_dry_runs_do_not_move_the_watermark(s3, localapi, make_config
     assert read_watermark(out, "test-run") is None
     run(config, incremental=True)
     assert read_watermark(out, "test-run") is not None
+
+
+def test_a_mistyped_prefix_never_moves_the_watermark_and_a_watermark_belongs_to_its_source(s3, localapi,
+                                                                                          make_config):
+    fs, _ = s3
+    seed_bucket(fs, "videos", {"odd/a.mp4": CLIP, "odd/b.mp4": CLIP, "even/c.mp4": CLIP})
+    typo = make_config(localapi, prefix="od/")              # meant odd/
+    out = load_config(typo).output
+    nothing = run(typo, incremental=True)
+    assert nothing["ok"] + nothing["error"] == 0
+    assert read_watermark(out, "test-run") is None          # a source that listed nothing moves no watermark
+    fixed = run(make_config(localapi, prefix="odd/"), incremental=True)
+    assert fixed["ok"] == 2 and fixed["skipped_time_window"] == 0
+    assert read_watermark(out, "test-run", "s3://videos/odd/").source == "s3://videos/odd/"
+    other = run(make_config(localapi, prefix="even/"), incremental=True)  # same job, another source: its own mark
+    assert other["ok"] == 1 and other["since"] is None and other["skipped_time_window"] == 0
+    assert read_watermark(out, "test-run", "s3://videos/odd/").run_id == fixed["run_id"]
