@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
+import sys
 from uuid import UUID
 
 import httpx
@@ -78,8 +81,19 @@ class PrefectLeases:
         await self.client.release_concurrency_slots_with_lease(UUID(lease_id))
 
 
+def release_later(pending: dict[str, float]) -> None:
+    """Give leases back at their times from a detached process, so a run ends without waiting for its holds."""
+    from prefect.settings import PREFECT_API_URL
+
+    if pending:
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}  # the server these permits use
+        subprocess.Popen([sys.executable, "-m", "flows.prefect.release_later", json.dumps(pending)], env=env,
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+
 class SharedPermits(Permits):
-    """Permits whose Prefect client lives as long as they do."""
+    """Permits whose Prefect client lives as long as they do; the last returns are handed to `release_later`."""
 
     def __init__(self, client, requests: Bucket | None, tokens: Bucket | None):
         super().__init__(requests, tokens)
@@ -87,7 +101,9 @@ class SharedPermits(Permits):
 
     async def close(self) -> None:
         try:
-            await super().close()
+            for b in (self.requests, self.tokens):
+                if b is not None:
+                    await b.close(hand_off=release_later)
         finally:
             await self._client.__aexit__(None, None, None)
 

@@ -136,6 +136,7 @@ class Bucket:
         self._acquirer: asyncio.Task | None = None
         self._inflight: set[Lease] = set()  # leases some of whose requests are not answered yet
         self._tasks: set[asyncio.Task] = set()
+        self._returning: dict[str, float] = {}  # lease id -> when it goes back (this clock)
         self._keeper: asyncio.Task | None = None
         self.debt = 0
         self.stats = PacingStats()
@@ -213,11 +214,13 @@ class Bucket:
 
     async def _return(self, lease: Lease) -> None:
         release_at = lease.last_answer + HOLD_S
+        self._returning[lease.lease_id] = release_at
         if lease.expires < release_at + 1.0:  # the lease would lapse before its slots may go back
             await self.server.renew(lease.lease_id, max(WINDOW_S, release_at + 5.0 - self._clock()))
             lease.expires = release_at + 5.0
         await self._sleep(max(0.0, release_at - self._clock()))
         await self.server.release(lease.lease_id)
+        self._returning.pop(lease.lease_id, None)
 
     async def _keep(self) -> None:
         """Renew the leases of requests still in flight, so none lapses before its answer is back."""
@@ -229,8 +232,9 @@ class Bucket:
                     lease.expires = self._clock() + LEASE_S
             await self._sleep(5.0)
 
-    async def close(self) -> None:
-        """Wait until every slot taken has gone back (at most HOLD_S after the last answer).
+    async def close(self, hand_off: Callable[[dict[str, float]], None] | None = None) -> None:
+        """Return every slot on time: wait for it (at most HOLD_S after the last answer), or hand the
+        returns still pending to `hand_off` (lease id -> seconds from now), which gives them back then.
 
         Returning them on time, not leaving them to lapse, is what keeps the shared rate whole when
         shards are short. A run killed here leaves its leases to expire on the server (LEASE_S).
@@ -242,8 +246,14 @@ class Bucket:
         for lease in list(self._inflight):  # taken but never finished: counted from now
             lease.users = 1
             self.finish(Hold(lease, 0))
+        await asyncio.sleep(0)  # the returns just started note their times
         try:
-            if self._tasks:
+            if hand_off is not None and self._tasks:
+                pending = {k: max(0.0, t - self._clock()) for k, t in self._returning.items()}
+                for task in self._tasks:
+                    task.cancel()
+                hand_off(pending)
+            elif self._tasks:
                 await asyncio.gather(*self._tasks)
         finally:
             if self._keeper is not None:
