@@ -95,6 +95,23 @@ def _latest(table: pa.Table) -> pa.Table:
     return t.take(np.sort(last.to_numpy()))
 
 
+def _last_of_each_key(tables: Iterable[pa.Table]) -> Iterable[pa.Table]:
+    """From tables sorted so that a key's rows are adjacent (across table boundaries too), each key's last row."""
+    carry: pa.Table | None = None
+    for t in tables:
+        if t.num_rows == 0:
+            continue
+        t = pa.concat_tables([carry, t]) if carry is not None else t
+        keys = t["request_key"]
+        n = t.num_rows
+        if n > 1:
+            keep = pc.not_equal(keys.slice(0, n - 1), keys.slice(1))
+            yield t.slice(0, n - 1).filter(keep)
+        carry = t.slice(n - 1)  # its run may go on in the next table
+    if carry is not None:
+        yield carry
+
+
 class StateStore:
     """The latest state of the ledger's request_keys, looked up for a batch of listed source URIs."""
 
@@ -250,23 +267,22 @@ class StateStore:
                                                                "coalesce(segment_count, 1)")
                 selects.append(f"SELECT source_uri, request_key, {key} AS source_key, status, error_type, "
                                f"({count})::INTEGER AS segment_count, created_at, 1 AS tier FROM {delta_src}")
-            fields = ", ".join(c for c in STATE_COLUMNS if c != "request_key")
-            out = ", ".join(c if c == "request_key" else f"v.{c} AS {c}" for c in STATE_COLUMNS)
-            query = (f"SELECT {out} FROM "
-                     f"(SELECT request_key, max_by(struct_pack({fields}), struct_pack(created_at, tier)) AS v "
-                     f"FROM ({' UNION ALL '.join(selects)}) GROUP BY request_key) ORDER BY v.source_uri, request_key")
+            # an external sort (DuckDB spills it to disk under its memory limit): every key's rows end up adjacent,
+            # oldest first, so the latest of each is the last of its run, kept as the batches stream past
+            query = (f"SELECT {', '.join(STATE_COLUMNS)} FROM ({' UNION ALL '.join(selects)}) "
+                     "ORDER BY source_uri, request_key, created_at, tier")
             reader = con.sql(query).to_arrow_reader(ROW_GROUP)
             name = f"base-{now_utc():%Y%m%dT%H%M%S%f}-{uuid.uuid4().hex[:8]}"
             local = os.path.join(tmpdir, "base.parquet")
             with pq.ParquetWriter(local, base_schema, compression="zstd") as writer:
                 pending: list[pa.Table] = []
-                for batch in reader:  # whole row groups of ROW_GROUP rows, whatever size DuckDB's batches are
-                    pending.append(pa.Table.from_batches([batch]).cast(base_schema))
-                    if sum(t.num_rows for t in pending) >= ROW_GROUP:
-                        t = pa.concat_tables(pending)
-                        writer.write_table(t.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
-                        pending = [t.slice(ROW_GROUP)]
-                if pending and sum(t.num_rows for t in pending):
+                for t in _last_of_each_key(pa.Table.from_batches([b]).cast(base_schema) for b in reader):
+                    pending.append(t)  # written in whole row groups of ROW_GROUP rows
+                    if sum(p.num_rows for p in pending) >= ROW_GROUP:
+                        whole = pa.concat_tables(pending)
+                        writer.write_table(whole.slice(0, ROW_GROUP), row_group_size=ROW_GROUP)
+                        pending = [whole.slice(ROW_GROUP)]
+                if pending and sum(p.num_rows for p in pending):
                     writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP)
             con.close()
             target = f"{self.root}/{LATEST}/{name}.parquet"
