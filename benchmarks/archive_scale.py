@@ -37,7 +37,8 @@ NIGHT = datetime(2026, 12, 1, tzinfo=UTC)
 LAYOUT = "{camera}/{date:%Y/%m/%d}/"
 
 
-def make_ledger(path: Path, rows: int, cameras: int, days: int) -> None:
+def make_ledger(path: Path, rows: int, cameras: int, days: int, uri_base: str) -> None:
+    """Rows of past nights for the tree's own cameras and day directories (URIs as the listing names them)."""
     import numpy as np
     import pyarrow as pa
     import pyarrow.compute as pc
@@ -58,7 +59,7 @@ def make_ledger(path: Path, rows: int, cameras: int, days: int) -> None:
         hexkeys = pa.array(keys).cast(pa.string())
         cam = pc.utf8_lpad(pa.array(np.arange(n) % cameras).cast(pa.string()), 3, "0")
         clip = pa.array(np.arange(n) // cameras).cast(pa.string())
-        uris = pc.binary_join_element_wise("s3://archive/cam", cam, f"/{day:%Y/%m/%d}/clip-", clip, ".mp4", "")
+        uris = pc.binary_join_element_wise(f"{uri_base}/cam", cam, f"/{day:%Y/%m/%d}/clip-", clip, ".mp4", "")
         micros = np.datetime64(day.replace(tzinfo=None), "us") + \
             (np.linspace(0, 86_000, n) * 1e6).astype("timedelta64[us]")
         at = pa.array(micros).cast(pa.timestamp("us", tz="UTC"))
@@ -225,9 +226,9 @@ def main() -> None:
     window_dirs = a.cameras * days_named
     results = {}
     for rows in a.rows:
-        ledger = work / f"ledger-{rows}"
+        ledger = work / f"ledger-{rows}-{a.cameras}x{a.days}"
         t = time.perf_counter()
-        make_ledger(ledger, rows, a.cameras, 365)
+        make_ledger(ledger, rows, a.cameras, 365, f"file://{tree}")
         print(f"\nledger of {rows:,} rows: {ledger} (built in {time.perf_counter() - t:.0f} s)")
         state = ledger / "_state"
         if state.exists():
@@ -259,7 +260,7 @@ def main() -> None:
               f"{results[hi]['rss_mb']:.0f} MB (target <= 400 MB)")
     endpoint, proc = moto_tree(a.moto_cameras, a.moto_days)
     try:
-        ledger = work / f"ledger-{a.rows[0]}"
+        ledger = work / f"ledger-{a.rows[0]}-{a.cameras}x{a.days}"
         opts = json.dumps({"endpoint_url": endpoint, "key": "k", "secret": "s"})
         env = {"AWS_ACCESS_KEY_ID": "k", "AWS_SECRET_ACCESS_KEY": "s"}
         objects = a.moto_cameras * a.moto_days + 1000
