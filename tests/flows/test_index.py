@@ -167,7 +167,7 @@ def test_index_takes_the_providers_shared_limit_like_summarize(s3, localapi, ind
     assert (result["ok"], result["error"]) == (2, 0)
     name = limit_name(load(config).provider.name, "rpm")
     made = prefect_api("GET", f"/v2/concurrency_limits/{name}")  # created from the profile by the index run
-    assert made["limit"] > 0 and made["slot_decay_per_second"] > 0
+    assert (made["limit"], made["slot_decay_per_second"]) == (600, 0)  # capacity rpm, slots leased (no decay)
 
 
 def test_schema_stated_in_the_prompt_where_the_profile_says_so(s3, localapi, index_config):
