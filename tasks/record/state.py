@@ -44,6 +44,7 @@ LATEST = f"{STATE}/latest"
 STATE_COLUMNS = ["source_uri", "request_key", "source_key", "status", "error_type", "segment_count", "created_at"]
 FOLD_ROWS = 250_000       # delta rows past which the next open folds them into a new base
 ROW_GROUP = 8_192
+BASE_SUFFIX = ".pq"       # a Parquet file, named so that a `ledger/**/*.parquet` glob (DuckDB's) never reads it as rows
 KEEP_BASES = 2            # the newest bases kept (a reader may still be on the one before)
 DUCKDB_MEMORY = "256MB"
 
@@ -285,10 +286,10 @@ class StateStore:
                 if pending and sum(p.num_rows for p in pending):
                     writer.write_table(pa.concat_tables(pending), row_group_size=ROW_GROUP)
             con.close()
-            target = f"{self.root}/{LATEST}/{name}.parquet"
+            target = f"{self.root}/{LATEST}/{name}{BASE_SUFFIX}"
             self.fs.makedirs(f"{self.root}/{LATEST}", exist_ok=True)
             self.fs.put_file(local, target)  # a base no manifest names is never read: no partial state is seen
-            body = {"base": f"{name}.parquet", "covered": {p: sorted(n) for p, n in sorted(covered.items())},
+            body = {"base": f"{name}{BASE_SUFFIX}", "covered": {p: sorted(n) for p, n in sorted(covered.items())},
                     "written_at": now_utc().isoformat()}
             put_atomic(self.fs, f"{self.root}/{LATEST}/{name}.json", json.dumps(body).encode())
         finally:
@@ -308,7 +309,7 @@ class StateStore:
         manifests = self._manifests()
         for m in manifests[:-KEEP_BASES]:
             stem = m[: -len(".json")]
-            for p in (m, f"{stem}.parquet"):
+            for p in (m, f"{stem}{BASE_SUFFIX}"):
                 try:
                     self.fs.rm_file(p)
                 except FileNotFoundError:

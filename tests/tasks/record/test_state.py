@@ -115,6 +115,8 @@ def test_concurrent_flushes_and_folds_never_lose_a_row(tmp_path):
     assert errors == []
     agrees(out, fold_rows=10**9)
     assert len(list((tmp_path / "ledger" / LATEST).glob("*.json"))) <= 2 + 1
+    assert not list((tmp_path / "ledger").glob("**/*.parquet")) or all(  # a DuckDB glob of the ledger reads rows only
+        p.parent.name.startswith("date=") for p in (tmp_path / "ledger").glob("**/*.parquet"))
 
 
 def test_a_ledger_written_by_the_previous_version_is_picked_up(tmp_path):
