@@ -232,6 +232,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
             await permits.close()
             log.info("shared limit: %s", permits.summary())
     totals.skipped_discover = dict(found.skipped)
+    log.info("listed %d objects of %s in %d listing requests", found.listed, cfg.source.url, found.list_calls)
     current_progress().close(totals)
     await board.update(totals, final=True)
     result = {"run_id": run_id, "output": output or cfg.output.url, "ledger": cfg.output.url,

@@ -16,15 +16,13 @@ import os
 import uuid
 from dataclasses import dataclass, field
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.errors import VidbatchError
-from tasks.record.ledger import SCHEMA
+from tasks.record.ledger import SCHEMA, latest_rows
 from tasks.record.state import StateStore
 from tasks.record.tables import open_output, parquet_bytes, put_atomic
 
@@ -45,14 +43,6 @@ def exchange(a: str, b: str) -> None:
     if libc.renameat2(_AT_FDCWD, a.encode(), _AT_FDCWD, b.encode(), _RENAME_EXCHANGE) != 0:
         err = ctypes.get_errno()
         raise OSError(err, f"atomic directory exchange failed: {os.strerror(err)}", a)
-
-
-def latest_rows(table: pa.Table) -> pa.Table:
-    """One row per request_key: the one with the latest created_at (the last written on ties), in time order."""
-    t = table.take(pc.sort_indices(table, [("created_at", "ascending")]))  # stable: ties keep their file order
-    pos = t.select(["request_key"]).append_column("_p", pa.array(np.arange(t.num_rows)))
-    last = pos.group_by("request_key", use_threads=False).aggregate([("_p", "max")])["_p_max"]
-    return t.take(np.sort(last.to_numpy()))
 
 
 def _read(fs, paths: list[str]) -> pa.Table:

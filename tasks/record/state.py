@@ -37,7 +37,7 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.record.journal import STATE
-from tasks.record.ledger import SCHEMA, KeyState, finished_keys, finished_sources, ledger_dataset
+from tasks.record.ledger import SCHEMA, KeyState, finished_keys, finished_sources, latest_rows, ledger_dataset
 from tasks.record.tables import now_utc, open_output, put_atomic
 
 LATEST = f"{STATE}/latest"
@@ -80,20 +80,6 @@ def _as_state(table: pa.Table) -> pa.Table:
     cols["source_key"] = pc.coalesce(table["source_key"], table["request_key"])
     cols["segment_count"] = pc.coalesce(table["segment_count"], pa.scalar(1, pa.int32()))
     return pa.table(cols)
-
-
-def _latest(table: pa.Table) -> pa.Table:
-    """One row per request_key, the latest created_at; on a tie the row that comes later wins."""
-    import numpy as np
-
-    if table.num_rows == 0:
-        return table
-    pos = pa.array(np.arange(table.num_rows))
-    order = pc.sort_indices(table.append_column("_p", pos), [("created_at", "ascending"), ("_p", "ascending")])
-    t = table.take(order)
-    last = t.select(["request_key"]).append_column("_q", pa.array(np.arange(t.num_rows))) \
-        .group_by("request_key", use_threads=False).aggregate([("_q", "max")])["_q_max"]
-    return t.take(np.sort(last.to_numpy()))
 
 
 def _last_of_each_key(tables: Iterable[pa.Table]) -> Iterable[pa.Table]:
@@ -190,7 +176,7 @@ class StateStore:
         """The delta's latest rows, in memory (it is at most about FOLD_ROWS rows: a larger one is folded first)."""
         if self._delta_files:
             t = ds.dataset(self._delta_files, filesystem=self.fs, format="parquet", schema=SCHEMA)
-            self._delta = _latest(_as_state(t.to_table(columns=STATE_COLUMNS)))
+            self._delta = latest_rows(_as_state(t.to_table(columns=STATE_COLUMNS)))
 
     # -- lookups -------------------------------------------------------------------------------------------
     def lookup(self, uris: Iterable[str]) -> dict[str, KeyState]:
@@ -216,7 +202,7 @@ class StateStore:
             parts.append(self._delta.filter(pc.is_in(self._delta["source_uri"], value_set=values)))
         if not parts:
             return {}
-        t = _latest(pa.concat_tables(parts))  # the delta comes after the base: it wins a tie
+        t = latest_rows(pa.concat_tables(parts))  # the delta comes after the base: it wins a tie
         return {k: KeyState(s, e, src, n) for k, s, e, src, n in zip(
             *(t[c].to_pylist() for c in ("request_key", "status", "error_type", "source_key", "segment_count")),
             strict=True)}
