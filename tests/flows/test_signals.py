@@ -55,4 +55,7 @@ def test_a_signal_stops_the_run_within_seconds_with_its_summary_and_every_finish
     df = read_ledger(load_config(config).output)
     assert answered < VIDEOS and len(df) == df.request_key.nunique()
     sent_ok = int(out.split("  ok", 1)[1].split()[0])
-    assert len(df[df.status == "ok"]) == sent_ok >= 3  # every row the summary counts is in the ledger
+    # every row the summary counts is in the ledger. The server counts an answer when it sends it; the
+    # run may be stopped before that answer arrives, so only the answers that freed a slot for a third
+    # request (concurrency 2) are sure to have been received: at least one.
+    assert len(df[df.status == "ok"]) == sent_ok >= 1
