@@ -31,6 +31,7 @@ from tasks.plan.packs import make_packs
 from tasks.prepare.body import ByteBudget
 from tasks.prepare.delivery import check_delivery
 from tasks.prepare.transform import Scratch, scratch_prefix
+from tasks.record.claims import Claims, RunRegistry
 from tasks.record.journal import LedgerWriter, recover_journal
 from tasks.record.rows import empty_row
 from tasks.record.spending import mean_output_tokens
@@ -133,14 +134,30 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     """List the source, plan each batch of unfinished objects (the next one while the last is sent), send and record
     them, then `finish`; move the watermark when the whole window is done. Returns the run's result, whose `output`
     is `output` (default: the ledger) and which holds `extra` updated by what `finish` returned."""
+    registries: list[RunRegistry] = []
+    try:
+        return await _run_batches(flow_name, cfg, opts, check, finish, output, extra, registries)
+    finally:
+        for registry in registries:  # whatever failed: no heartbeat outlives the run
+            registry.stop()
+
+
+async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: Check | None,
+                       finish: Finish | None, output: str | None, extra: dict[str, Any] | None,
+                       registries: list[RunRegistry]) -> dict:
     log = get_run_logger()
     run_id, started = str(flow_run.id or uuid.uuid4()), now_utc()
     fs, root = open_source(cfg.source)
     check_delivery(fs, cfg.provider)
     mark = watermark_since(cfg.output, cfg.job, cfg.source.url) if opts.from_watermark else None
     window = run_window(cfg, opts.since, opts.until, opts.from_watermark, mark)
+    registry = None
     if not opts.dry_run:
         check_writable(cfg.output)  # before the first request: a run that cannot record must not pay
+        registry = RunRegistry(cfg.output, run_id, cfg.job)  # before the state is read: see tasks/record/claims.py
+        registries.append(registry)
+        for other in await asyncio.to_thread(registry.start):
+            log.warning("another run writes this output: %s; the videos it claims are left to it", other.describe())
     if not opts.dry_run and (recovered := recover_journal(cfg.output, run_id)):
         log.info("recovered %d finished rows from the journal of a run that stopped", recovered)
     store = None if opts.force else await asyncio.to_thread(StateStore.open, cfg.output)
@@ -161,6 +178,20 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
     stopper = Stopper()  # installed while requests are sent
+    claims = Claims(registry) if registry is not None else None
+    holders: dict[str, int] = {}
+
+    async def claimed(batch: list) -> list:
+        """The batch less the videos another run has claimed (each claim is one exclusive create)."""
+        if claims is None:
+            return batch
+        keyed = {request_key(obj, cfg): obj for obj in batch}
+        others = await asyncio.to_thread(claims.claim, keyed)
+        for holder in others.values():
+            name = holder.describe() if holder else "a run whose record is gone"
+            holders[name] = holders.get(name, 0) + 1
+        totals.claimed += len(others)
+        return [obj for key, obj in keyed.items() if key not in others]
 
     async def plan(batch: list) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
@@ -195,8 +226,10 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
 
                 sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
                 try:                                # last one is still sent, so the pace never stops at a boundary
-                    for batch in batches:
+                    for listed in batches:
                         await record_empty(empty, cfg, run_id, writer, state)
+                        if not (batch := await claimed(listed)):
+                            continue
                         items = await plan(batch)
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
                         started_batches.append(sending[-1])
@@ -222,11 +255,15 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
         finally:
             scratch.close()
         writer.close()
+        if registry is not None:
+            registry.end()  # only once every row is in the ledger: a run that starts after this reads them there
         stopper.remove()
+        for name, count in holders.items():
+            log.warning("%d videos not sent: claimed by %s", count, name)
         if found.listed == 0:  # a mistyped prefix lists nothing: the watermark stays for the source that exists
             log.warning("source.url %r listed no object at all: the watermark is not moved", cfg.source.url)
         elif stopper.signum is None and window.advances_watermark(opts.limit) and not totals.not_attempted \
-                and not opts.prefix:
+                and not totals.claimed and not opts.prefix:
             write_watermark(cfg.output, Watermark(cfg.job, started, run_id, cfg.source.url))
         if permits is not None:
             await permits.close()

@@ -16,6 +16,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.config.run import OutputConfig
+from tasks.record.claims import run_alive
 from tasks.record.ledger import ROW_IDENTITY, SCHEMA, ledger_dataset, to_table
 from tasks.record.tables import now_utc, open_output, parquet_bytes, put_atomic, write_table
 
@@ -94,6 +95,13 @@ def _lease_expired(fs, run_dir: str, stale_after_s: float) -> bool:
     return (now_utc() - updated).total_seconds() > stale_after_s
 
 
+def _journal_dead(output: OutputConfig, fs, run_dir: str, stale_after_s: float) -> bool:
+    """The run's record (tasks/record/claims.py, renewed by a heartbeat) decides; a run of an older vidbatch has
+    none, and its journal's lease does."""
+    alive = run_alive(output, run_dir.rstrip("/").rsplit("/", 1)[1])
+    return _lease_expired(fs, run_dir, stale_after_s) if alive is None else not alive
+
+
 def recover_journal(output: OutputConfig, recovering_run: str) -> int:
     """Move rows journaled by runs that died into the ledger; return how many were recovered."""
     fs, root = open_output(output)
@@ -103,7 +111,7 @@ def recover_journal(output: OutputConfig, recovering_run: str) -> int:
     except FileNotFoundError:
         return 0
     stale_after = 2 * output.flush_seconds + 120
-    dead = [d for d in run_dirs if fs.isdir(d) and _lease_expired(fs, d, stale_after)]
+    dead = [d for d in run_dirs if fs.isdir(d) and _journal_dead(output, fs, d, stale_after)]
     paths = sorted(p for d in dead for p in fs.ls(d, detail=False) if p.endswith(".jrnl"))
     tables = []
     for p in paths:

@@ -53,6 +53,7 @@ class RunTotals(Totals):
     estimated_prompt_tokens: int = 0
     planned: int = 0
     budget: int = 0  # not sent: over the budget (also counted in not_attempted)
+    claimed: int = 0  # not sent: another run writing the same output claimed them (tasks/record/claims.py)
     cost: float = 0.0  # the rows' cost, where known
     estimated_cost: float = 0.0
 
@@ -84,6 +85,7 @@ class RunTotals(Totals):
                 "prompt_tokens": self.prompt_tokens, "completion_tokens": self.completion_tokens,
                 "total_tokens": self.total_tokens, "estimated_prompt_tokens": self.estimated_prompt_tokens,
                 "cost": self.cost, "estimated_cost": self.estimated_cost, "budget_not_sent": self.budget,
+                **({"skipped_claimed_elsewhere": self.claimed} if self.claimed else {}),
                 "wall_time_s": round(self.wall_s, 2)}
 
 

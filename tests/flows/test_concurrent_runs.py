@@ -1,0 +1,53 @@
+"""Two runs of one config at once pay for each video once: the second takes only what the first has not claimed."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tasks.config.load import load_config
+from tasks.record.ledger import read_ledger
+from tests.conftest import seed_bucket, video
+
+pytestmark = pytest.mark.usefixtures("prefect_harness")
+VIDEOS = 100
+
+
+def start(config):
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def test_two_runs_of_one_config_at_once_send_each_video_once(s3, localapi, make_config):
+    fs, _ = s3
+    seed_bucket(fs, "videos", {f"cam/{i:03d}.mp4": video("mp4", seconds=1) for i in range(VIDEOS)})
+    localapi.config.latency = (0.2, 0.4)  # ~20 s of sending at concurrency 4: the runs overlap
+    config = make_config(localapi, limits={"concurrency": 4})
+    first = start(config)
+    time.sleep(1.5)  # as the issue ran them
+    second = start(config)
+    out1, err1 = first.communicate(timeout=300)
+    out2, err2 = second.communicate(timeout=300)
+    assert first.returncode == 0, err1[-3000:]
+    assert second.returncode == 0, err2[-3000:]
+    stats = localapi.stats()
+    assert stats["requests"] == VIDEOS  # the issue saw 190
+    df = read_ledger(load_config(config).output)
+    assert len(df) == VIDEOS == df.request_key.nunique() == df.source_uri.nunique()
+    assert set(df.status) == {"ok"}
+    # the second run said what it left to the first, naming it (the first may also have met the second's claims)
+    assert "claimed by run" in err2 and f"pid {first.pid}" in err2, err2[-3000:]
+    assert "skipped_claimed_elsewhere" in out2
+    assert df.run_id.nunique() == 2  # both did a share of the work
+
+    third = start(config)
+    out3, err3 = third.communicate(timeout=300)
+    assert third.returncode == 0, err3[-3000:]
+    assert localapi.stats()["requests"] == VIDEOS  # nothing left, nothing sent again
