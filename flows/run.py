@@ -36,7 +36,7 @@ from tasks.record.journal import LedgerWriter, recover_journal
 from tasks.record.rows import empty_row
 from tasks.record.spending import mean_output_tokens
 from tasks.record.state import RunState, StateStore
-from tasks.record.tables import now_utc
+from tasks.record.tables import PARTIAL, now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
 from tasks.record.writable import check_writable
@@ -211,7 +211,12 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
     else:
         permits = await shared_permits(cfg.provider)
         share_day_budget(spend, cfg.provider)
-        writer, budget, scratch = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes), Scratch(cfg)
+        writer, budget = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes)
+        assert registry is not None  # every run that sends has one
+        scratch = await asyncio.to_thread(Scratch, cfg, run_id, registry)  # sweeps the scratch of killed runs
+        swept = scratch.swept + await asyncio.to_thread(registry.sweep, writer.fs, f"{writer.root}/{PARTIAL}")
+        if swept:
+            log.info("removed what %d runs that were killed left: %s", len(swept), ", ".join(swept[:3]))
         stopper.install()
         started_batches: list[asyncio.Future] = []
         run: Run | None = None

@@ -53,7 +53,9 @@ def _start(port: int) -> subprocess.Popen:
         [sys.executable, "-m", "uvicorn", "--app-dir", str(prefect.__module_path__.parent), "--factory",
          "prefect.server.api.server:create_app", "--host", "127.0.0.1", "--port", str(port), "--log-level", "error",
          "--lifespan", "on"], env=env, stdin=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
+        # its own session: a terminal's Ctrl-C goes to the command's process group, and the server must outlive
+        # the run's last calls (its summary, its final state); the command stops it, or its death does
+        start_new_session=True, preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
 
 
 def start_temporary_server(timeout_s: float | None = None) -> tuple[subprocess.Popen, str]:

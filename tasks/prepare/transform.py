@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -16,6 +17,7 @@ from tasks.dialects.base import VideoRef
 from tasks.errors import ConfigError, LimitError, SourceError
 from tasks.plan.items import WorkItem
 from tasks.prepare.delivery import OBJECT_STORE_PROTOCOLS, local_ref, video_ref
+from tasks.record.claims import RunRegistry
 
 
 @dataclass
@@ -31,13 +33,17 @@ class Prepared:
 class Scratch:
     """A local temporary directory for cut files, and the storage prefix URL deliveries upload them to."""
 
-    def __init__(self, cfg: RunConfig):
+    def __init__(self, cfg: RunConfig, run_id: str | None = None, registry: RunRegistry | None = None):
         sweep_dead_scratch()
         self.local = tempfile.mkdtemp(prefix=f"vidbatch-{os.getpid()}-")
         url, options = cfg.scratch()
         self.url = url.rstrip("/")
+        self.run_dir = run_id or uuid.uuid4().hex  # the run's uploads go under <scratch>/<run_id>/
         self._options = options
         self._fs: AbstractFileSystem | None = None
+        self.swept: list[str] = []
+        if registry is not None:  # what runs that were killed uploaded: removed now, not by compact
+            self.swept = registry.sweep(self.fs, fsspec.core.url_to_fs(self.url, **options)[1])
 
     @property
     def fs(self) -> AbstractFileSystem:
@@ -46,7 +52,7 @@ class Scratch:
         return self._fs
 
     def remote_path(self, name: str) -> str:
-        return fsspec.core.url_to_fs(f"{self.url}/{name}", **self._options)[1]
+        return fsspec.core.url_to_fs(f"{self.url}/{self.run_dir}/{name}", **self._options)[1]
 
     def close(self) -> None:
         shutil.rmtree(self.local, ignore_errors=True)

@@ -167,6 +167,27 @@ class RunRegistry:
             return False
         return self.holder(run_id) is not None
 
+    def is_over(self, run_id: str) -> bool:
+        """Whether `run_id` has ended or died, by its record as it is now (no record: over long ago)."""
+        if run_id == self.run_id:
+            return False
+        record = read_record(self.fs, self._path(run_id))
+        return record is None or not record.alive(self._clock())
+
+    def sweep(self, fs, base: str) -> list[str]:
+        """Remove the per-run directories under `base` (`<base>/<run_id>/`: scratch copies, temporary files)
+        of runs that are over: what a killed run left. Returns what it removed."""
+        try:
+            entries = fs.ls(base, detail=True, refresh=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        gone = [e["name"].rstrip("/") for e in entries if e.get("type") == "directory"
+                and self.is_over(e["name"].rstrip("/").rsplit("/", 1)[-1])]
+        for path in gone:
+            with contextlib.suppress(FileNotFoundError):
+                fs.rm(path, recursive=True)
+        return gone
+
     def _beat(self) -> None:
         while not self._stop.wait(self._heartbeat_s):
             try:

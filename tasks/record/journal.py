@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import os
@@ -14,11 +15,12 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.record.claims import run_alive
 from tasks.record.ledger import ROW_IDENTITY, SCHEMA, ledger_dataset, to_table
-from tasks.record.tables import now_utc, open_output, parquet_bytes, put_atomic, write_table
+from tasks.record.tables import PARTIAL, now_utc, open_output, parquet_bytes, put_atomic, write_table
 
 JOURNAL, STATE, LEASE = "_journal", "_state", "lease.json"  # beside the partitions: readers skip _ and . names
 
@@ -76,6 +78,10 @@ class LedgerWriter:
         self.flush()
         if self.output.journal and self.fs.exists(self.journal_dir):
             self.fs.rm(self.journal_dir, recursive=True)
+        staging = f"{self.root}/{PARTIAL}/{self.run_id}"  # emptied by each write's rename: the directory itself
+        if isinstance(self.fs, LocalFileSystem) and os.path.isdir(staging):
+            with contextlib.suppress(OSError):
+                os.rmdir(staging)
 
 
 def _lease_expired(fs, run_dir: str, stale_after_s: float) -> bool:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import pytest
 import yaml
 
@@ -78,3 +82,17 @@ def all_logs() -> list[dict]:
         out += page
         offset += len(page)
     return out
+
+
+def start_run(config, *args: str, prefect_home=None, **popen) -> subprocess.Popen:
+    """`vidbatch run CONFIG --quiet` as a child process against the test's Prefect server (text pipes unless told);
+    with `prefect_home`, against no server: the run starts its own temporary one, as a new user's does."""
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
+    if prefect_home is not None:
+        del env["PREFECT_API_URL"]
+        env["PREFECT_HOME"] = str(prefect_home)
+    popen = {"stdout": subprocess.PIPE, "stderr": subprocess.PIPE, **popen}
+    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet", *args], env=env,
+                            text=True, **popen)

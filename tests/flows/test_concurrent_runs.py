@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 import time
 
 import pytest
@@ -12,17 +9,14 @@ import pytest
 from tasks.config.load import load_config
 from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
+from tests.flows.conftest import start_run
 
 pytestmark = pytest.mark.usefixtures("prefect_harness")
 VIDEOS = 100
 
 
 def start(config):
-    from prefect.settings import PREFECT_API_URL
-
-    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value()}
-    return subprocess.Popen([sys.executable, "-m", "flows.cli", "run", str(config), "--quiet"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return start_run(config)
 
 
 def test_two_runs_of_one_config_at_once_send_each_video_once(s3, localapi, make_config):
