@@ -22,7 +22,7 @@ def start(config):
 def test_two_runs_of_one_config_at_once_send_each_video_once(s3, localapi, make_config):
     fs, _ = s3
     seed_bucket(fs, "videos", {f"cam/{i:03d}.mp4": video("mp4", seconds=1) for i in range(VIDEOS)})
-    localapi.config.latency = (0.2, 0.4)  # ~20 s of sending at concurrency 4: the runs overlap
+    localapi.config.latency = (0.3, 0.5)  # ~10 s of sending at concurrency 4: the runs overlap
     config = make_config(localapi, limits={"concurrency": 4})
     first = start(config)
     time.sleep(1.5)  # as the issue ran them
