@@ -23,7 +23,7 @@ from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
 from tasks.call.send import Check, call_items
 from tasks.config.run import RunConfig
-from tasks.discover.listing import DiscoverStats, iter_objects, open_source
+from tasks.discover.listing import DiscoverStats, SourceObject, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
 from tasks.plan.bill import bill_line, check_reservations, with_output
 from tasks.plan.items import WorkItem, empty_item, plan_items, request_key, unfinished
@@ -118,13 +118,12 @@ def dry_run_line(item: WorkItem) -> dict:
 
 async def record_empty(empty: list, cfg: RunConfig, run_id: str, writer: LedgerWriter, state: RunState) -> None:
     """A `skipped` row (error_type `empty`) for each zero-byte object listed so far that has none yet."""
-    objs, empty[:] = list(empty), []
-    finished = await asyncio.to_thread(state.finished_sources, objs)  # their rows from earlier runs, looked up
-    for obj in objs:
-        item = empty_item(obj, cfg)
-        if item.request_key not in finished and item.request_key not in state.done:
-            state.done.add(item.request_key)
-            await asyncio.to_thread(writer.add, empty_row(item, cfg, run_id))
+    keyed, empty[:] = {request_key(obj, cfg): obj for obj in empty}, []
+    finished = await asyncio.to_thread(state.finished, keyed)  # their rows from earlier runs, looked up
+    for key, obj in keyed.items():
+        if key not in finished and key not in state.done:
+            state.done.add(key)
+            await asyncio.to_thread(writer.add, empty_row(empty_item(obj, cfg, key), cfg, run_id))
 
 
 async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: Check | None = None,
@@ -147,7 +146,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     if store is not None and store.stats.folded:
         log.info("run state: folded %d ledger files into a new base of %d keys", store.stats.delta_files,
                  store.stats.base_rows)
-    state = RunState(store, lambda obj: request_key(obj, cfg), opts.retry_failed, opts.all_errors, opts.force)
+    state = RunState(store, opts.retry_failed, opts.all_errors, opts.force)
     done = state.done  # grows as each chunk of listed objects is looked up
     spend = open_spend(cfg, opts.budget)  # ConfigError when a budget cannot be held (no prices, no output bound)
     if cfg.provider.prices is None:
@@ -158,13 +157,13 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     empty: list = []  # zero-byte objects: counted as skipped_empty, and each gets a `skipped` row (record_empty)
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty)
-    batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
+    batches = pending_batches(objs, cfg, state.finished, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
     stopper = Stopper()  # installed while requests are sent
 
-    async def plan(batch: list) -> list[WorkItem]:
+    async def plan(batch: dict[str, SourceObject]) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
-        items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+        items = unfinished(await asyncio.to_thread(plan_batch, fs, list(batch.values()), cfg), done, totals)
         items = with_output(items, expected_output)
         if not checked[0] and spend is not None and spend.cap is not None:  # the first batch, before anything is sent
             check_reservations(make_packs(items, cfg), spend.cap, spend.reservation)

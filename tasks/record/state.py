@@ -8,8 +8,9 @@ itself and one segment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
+from tasks.discover.listing import SourceObject
 from tasks.record.latest import LATEST, LatestStore, StoreSpec
 from tasks.record.ledger import SCHEMA, KeyState, finished_keys, finished_sources
 
@@ -35,20 +36,21 @@ class StateStore(LatestStore):
 
 
 class RunState:
-    """What a run skips, looked up a batch of listed objects at a time: `done` grows with each lookup."""
+    """What a run skips, looked up a chunk of listed objects at a time: `done` grows with each lookup."""
 
-    def __init__(self, store: StateStore | None, key_of, retry_failed: bool = False, all_errors: bool = False,
+    def __init__(self, store: StateStore | None, retry_failed: bool = False, all_errors: bool = False,
                  force: bool = False):
-        self.store, self.key_of = store, key_of
+        self.store = store
         self.retry_failed, self.all_errors, self.force = retry_failed, all_errors, force
         self.done: set[str] = set()  # request_keys (segments) finished by earlier runs, among those looked up
 
-    def finished_sources(self, objs: list) -> set[str]:
-        """The whole-object keys of these listed objects all of whose segments are finished."""
-        if self.force or self.store is None or not objs:
+    def finished(self, keyed: Mapping[str, SourceObject]) -> set[str]:
+        """Of these listed objects (by their whole-object request_key), the keys all of whose segments are
+        finished."""
+        if self.force or self.store is None or not keyed:
             return set()
-        mine = {self.key_of(o) for o in objs}
-        state = {k: st for k, st in self.store.lookup(o.uri for o in objs).items() if st.source_key in mine}
+        state = {k: st for k, st in self.store.lookup(o.uri for o in keyed.values()).items()
+                 if st.source_key in keyed}
         finished = finished_keys(state, self.retry_failed, self.all_errors, self.force)
         self.done |= finished
         return finished_sources(state, finished)
