@@ -34,7 +34,7 @@ from tasks.prepare.transform import Scratch, scratch_prefix
 from tasks.record.journal import LedgerWriter, recover_journal
 from tasks.record.rows import empty_row
 from tasks.record.spending import mean_output_tokens
-from tasks.record.state import RunState, StateStore
+from tasks.record.state import Listed, RunState, StateStore
 from tasks.record.tables import now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
@@ -72,6 +72,7 @@ class Run:
     writer: LedgerWriter
     done: set[str]
     totals: RunTotals = field(default_factory=RunTotals)
+    listed: Listed | None = None  # the URIs of every object the run listed, when `finish` wants them
     pending: set[asyncio.Future] = field(default_factory=set)  # rows being journaled: a stop waits for them
 
     async def record(self, row: dict) -> None:
@@ -146,7 +147,8 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
     if store is not None and store.stats.folded:
         log.info("run state: folded %d ledger files into a new base of %d keys", store.stats.delta_files,
                  store.stats.base_rows)
-    state = RunState(store, opts.retry_failed, opts.all_errors, opts.force)
+    listed = Listed() if finish is not None and not opts.dry_run else None  # what `finish` looks up after the batches
+    state = RunState(store, opts.retry_failed, opts.all_errors, opts.force, listed)
     done = state.done  # grows as each chunk of listed objects is looked up
     spend = open_spend(cfg, opts.budget)  # ConfigError when a budget cannot be held (no prices, no output bound)
     if cfg.provider.prices is None:
@@ -185,7 +187,7 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
         run: Run | None = None
         try:
             async with open_provider(cfg, permits=permits, spend=spend) as client:
-                run = Run(cfg, run_id, client, writer, done, totals)
+                run = Run(cfg, run_id, client, writer, done, totals, listed)
 
                 async def settled(batch: asyncio.Future) -> None:
                     await batch
@@ -220,6 +222,8 @@ async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: C
             await asyncio.wait([*started_batches, *(run.pending if run else ())], timeout=5)  # cleanups, journal
         finally:
             scratch.close()
+            if listed is not None:
+                listed.close()
         writer.close()
         stopper.remove()
         if found.listed == 0:  # a mistyped prefix lists nothing: the watermark stays for the source that exists

@@ -8,13 +8,16 @@ itself and one segment.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import json
+import tempfile
+from collections.abc import Iterable, Iterator, Mapping
+from itertools import islice
 
 from tasks.discover.listing import SourceObject
-from tasks.record.latest import LATEST, LatestStore, StoreSpec
+from tasks.record.latest import LATEST, LOOKUP_CHUNK, LatestStore, StoreSpec
 from tasks.record.ledger import SCHEMA, KeyState, finished_keys, finished_sources
 
-__all__ = ["LATEST", "LEDGER_STATE", "RunState", "StateStore"]
+__all__ = ["LATEST", "LEDGER_STATE", "Listed", "RunState", "StateStore"]
 
 LEDGER_STATE = StoreSpec(
     SCHEMA, ("source_uri", "request_key", "source_key", "status", "error_type", "segment_count", "segment_index",
@@ -35,18 +38,44 @@ class StateStore(LatestStore):
             strict=True)}
 
 
+class Listed:
+    """The URIs a run looked up, in a local temporary file rather than memory, read back by a step after the last
+    batch (the index's entries)."""
+
+    def __init__(self) -> None:
+        self._file = tempfile.TemporaryFile("w+", encoding="utf-8")
+        self.count = 0
+
+    def add(self, uris: Iterable[str]) -> None:
+        for uri in uris:
+            self._file.write(json.dumps(uri) + "\n")  # JSON: an object key may hold a newline
+            self.count += 1
+
+    def chunks(self, size: int = LOOKUP_CHUNK) -> Iterator[list[str]]:
+        self._file.flush()
+        self._file.seek(0)
+        uris = (json.loads(line) for line in self._file)
+        while chunk := list(islice(uris, size)):
+            yield chunk
+
+    def close(self) -> None:
+        self._file.close()
+
+
 class RunState:
     """What a run skips, looked up a chunk of listed objects at a time: `done` grows with each lookup."""
 
     def __init__(self, store: StateStore | None, retry_failed: bool = False, all_errors: bool = False,
-                 force: bool = False):
-        self.store = store
+                 force: bool = False, listed: Listed | None = None):
+        self.store, self.listed = store, listed
         self.retry_failed, self.all_errors, self.force = retry_failed, all_errors, force
         self.done: set[str] = set()  # request_keys (segments) finished by earlier runs, among those looked up
 
     def finished(self, keyed: Mapping[str, SourceObject]) -> set[str]:
         """Of these listed objects (by their whole-object request_key), the keys all of whose segments are
         finished."""
+        if self.listed is not None:
+            self.listed.add(o.uri for o in keyed.values())
         if self.force or self.store is None or not keyed:
             return set()
         state = {k: st for k, st in self.store.lookup(o.uri for o in keyed.values()).items()
