@@ -176,3 +176,23 @@ def test_journal_recovery_reads_only_the_partitions_of_the_journaled_rows(tmp_pa
     assert dates == {"2026-11-03", "2026-11-11"}  # of the ledger's 10 partitions, only the one its rows can be in
     agrees(out, fold_rows=10**9)
 
+
+def test_stores_on_an_object_store_fold_through_pyarrow_datasets(s3, tmp_path):
+    """Off a local disk the fold streams pyarrow datasets into DuckDB: the ledger's state and the generations
+    table (whose rows hold a list of structs) read back as the whole table would."""
+    from tasks.generate.table import GenerationsTable, GenerationStore
+    from tests.tasks.generate.test_generator import ROWS, config, history, write_list
+
+    fs, endpoint = s3
+    fs.mkdir("out")
+    out = OutputConfig(url="s3://out/ledger", storage_options={"endpoint_url": endpoint})
+    write_rows(rows(700), out, "r")
+    assert agrees(out, fold_rows=0).stats.folded
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]),
+                 output={"url": "s3://out/gen", "storage_options": {"endpoint_url": endpoint}})
+    table = GenerationsTable(cfg.output)
+    history(table, 50)
+    assert GenerationStore.open(table.output, fold_rows=0).stats.base_rows == 50
+    got = table.latest(f"{p:06x}" for p in range(50))
+    assert {g.revision for g in got.values()} == {3} and len(got) == 50
+    assert [s["state"] for s in got["000001"].states] == ["pending", "dreaming", "completed"]
