@@ -126,17 +126,15 @@ def child_new(ledger: str, src: str, storage: dict, since: str, layout: str | No
     store = StateStore.open(OutputConfig(url=ledger))
     opened = time.perf_counter() - t_open
 
-    def key(o):
-        return o.uri  # the benchmark's ledger keys are random: no listed object is finished, as on a new night
-
-    state = RunState(store, key)
+    state = RunState(store)
     objs = iter_objects(fs, root, source, datetime.fromisoformat(since), None, found)
     first = None
     sent = 0
     import tasks.plan.batches as pb
 
-    pb.request_key = lambda obj, cfg: obj.uri  # noqa: ARG005 - the same key as `key` above
-    for batch in pending_batches(objs, Cfg, state.finished_sources, totals):  # type: ignore[arg-type]
+    # the benchmark's ledger keys are random: no listed object is finished, as on a new night
+    pb.request_key = lambda obj, cfg: obj.uri  # noqa: ARG005 - a key without a provider profile
+    for batch in pending_batches(objs, Cfg, state.finished, totals):  # type: ignore[arg-type]
         first = first or time.perf_counter() - T_START
         sent += len(batch)
     return {"first_batch_s": first, "night_s": time.perf_counter() - T_START, "open_s": opened,

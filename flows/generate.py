@@ -47,7 +47,7 @@ async def generate(config: str, retry_failed: bool = False, deadline_s: float | 
     chain = check_chain(cfg)
     prompts = read_prompts(cfg)
     table = GenerationsTable(cfg.output)
-    plan = plan_work(prompts, table.latest(), retry_failed, limit)
+    plan = plan_work(prompts, table.latest(p.key for p in prompts), retry_failed, limit)
     totals = GenerateTotals.of(len(prompts), plan)
     log.info("%d prompts: %d to submit, %d tasks to poll, %d already completed, %d failed before (not resubmitted)",
              len(prompts), plan.to_submit, plan.to_resume, plan.completed, plan.failed)

@@ -31,10 +31,15 @@ async def index(config: str, since: str | None = None, until: str | None = None,
     indexer = Indexer(load_index_config(config))
 
     async def finish(run: Run) -> dict:
-        entries = 0
-        for todos in indexer.todo(run.done, run.cfg.output.batch_size):
-            entries += await index_videos(todos, indexer, run)
-            log.info("indexed %d videos: %d entries so far; %s", len(todos), entries, run.totals.line())
+        """Entries and reduce calls for the listed videos that miss them, a chunk of listed URIs at a time."""
+        entries, size = 0, run.cfg.output.batch_size
+        assert run.listed is not None, "run_batches keeps the listed URIs for a finish step"
+        ledger, table = await asyncio.to_thread(indexer.stores)
+        for uris in run.listed.chunks():
+            todos = await asyncio.to_thread(indexer.todo, uris, ledger, table, run.done)
+            for batch in (todos[i:i + size] for i in range(0, len(todos), size)):
+                entries += await index_videos(batch, indexer, run)
+                log.info("indexed %d videos: %d entries so far; %s", len(batch), entries, run.totals.line())
         return {"entries": entries}
 
     opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix, budget)

@@ -23,7 +23,7 @@ from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
 from tasks.call.send import Check, call_items
 from tasks.config.run import RunConfig
-from tasks.discover.listing import DiscoverStats, iter_objects, open_source
+from tasks.discover.listing import DiscoverStats, SourceObject, iter_objects, open_source
 from tasks.plan.batches import pending_batches, run_window
 from tasks.plan.bill import bill_line, check_reservations, with_output
 from tasks.plan.items import WorkItem, empty_item, plan_items, request_key, unfinished
@@ -35,7 +35,7 @@ from tasks.record.claims import Claims, RunRegistry
 from tasks.record.journal import LedgerWriter, recover_journal
 from tasks.record.rows import empty_row
 from tasks.record.spending import mean_output_tokens
-from tasks.record.state import RunState, StateStore
+from tasks.record.state import Listed, RunState, StateStore
 from tasks.record.tables import PARTIAL, now_utc
 from tasks.record.totals import RunTotals, current_progress
 from tasks.record.watermark import Watermark, watermark_since, write_watermark
@@ -73,6 +73,7 @@ class Run:
     writer: LedgerWriter
     done: set[str]
     totals: RunTotals = field(default_factory=RunTotals)
+    listed: Listed | None = None  # the URIs of every object the run listed, when `finish` wants them
     pending: set[asyncio.Future] = field(default_factory=set)  # rows being journaled: a stop waits for them
 
     async def record(self, row: dict) -> None:
@@ -119,13 +120,12 @@ def dry_run_line(item: WorkItem) -> dict:
 
 async def record_empty(empty: list, cfg: RunConfig, run_id: str, writer: LedgerWriter, state: RunState) -> None:
     """A `skipped` row (error_type `empty`) for each zero-byte object listed so far that has none yet."""
-    objs, empty[:] = list(empty), []
-    finished = await asyncio.to_thread(state.finished_sources, objs)  # their rows from earlier runs, looked up
-    for obj in objs:
-        item = empty_item(obj, cfg)
-        if item.request_key not in finished and item.request_key not in state.done:
-            state.done.add(item.request_key)
-            await asyncio.to_thread(writer.add, empty_row(item, cfg, run_id))
+    keyed, empty[:] = {request_key(obj, cfg): obj for obj in empty}, []
+    finished = await asyncio.to_thread(state.finished, keyed)  # their rows from earlier runs, looked up
+    for key, obj in keyed.items():
+        if key not in finished and key not in state.done:
+            state.done.add(key)
+            await asyncio.to_thread(writer.add, empty_row(empty_item(obj, cfg, key), cfg, run_id))
 
 
 async def run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: Check | None = None,
@@ -164,7 +164,8 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
     if store is not None and store.stats.folded:
         log.info("run state: folded %d ledger files into a new base of %d keys", store.stats.delta_files,
                  store.stats.base_rows)
-    state = RunState(store, lambda obj: request_key(obj, cfg), opts.retry_failed, opts.all_errors, opts.force)
+    listed = Listed() if finish is not None and not opts.dry_run else None  # what `finish` looks up after the batches
+    state = RunState(store, opts.retry_failed, opts.all_errors, opts.force, listed)
     done = state.done  # grows as each chunk of listed objects is looked up
     spend = open_spend(cfg, opts.budget)  # ConfigError when a budget cannot be held (no prices, no output bound)
     if cfg.provider.prices is None:
@@ -175,27 +176,26 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     empty: list = []  # zero-byte objects: counted as skipped_empty, and each gets a `skipped` row (record_empty)
     objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty)
-    batches = pending_batches(objs, cfg, state.finished_sources, totals, opts.limit)
+    batches = pending_batches(objs, cfg, state.finished, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
     stopper = Stopper()  # installed while requests are sent
     claims = Claims(registry) if registry is not None else None
     holders: dict[str, int] = {}
 
-    async def claimed(batch: list) -> list:
+    async def claimed(batch: dict[str, SourceObject]) -> dict[str, SourceObject]:
         """The batch less the videos another run has claimed (each claim is one exclusive create)."""
         if claims is None:
             return batch
-        keyed = {request_key(obj, cfg): obj for obj in batch}
-        others = await asyncio.to_thread(claims.claim, keyed)
+        others = await asyncio.to_thread(claims.claim, batch)
         for holder in others.values():
             name = holder.describe() if holder else "a run whose record is gone"
             holders[name] = holders.get(name, 0) + 1
         totals.claimed += len(others)
-        return [obj for key, obj in keyed.items() if key not in others]
+        return {key: obj for key, obj in batch.items() if key not in others}
 
-    async def plan(batch: list) -> list[WorkItem]:
+    async def plan(batch: dict[str, SourceObject]) -> list[WorkItem]:
         """The batch's items less the segments a previous run finished (probing runs in a thread)."""
-        items = unfinished(await asyncio.to_thread(plan_batch, fs, batch, cfg), done, totals)
+        items = unfinished(await asyncio.to_thread(plan_batch, fs, list(batch.values()), cfg), done, totals)
         items = with_output(items, expected_output)
         if not checked[0] and spend is not None and spend.cap is not None:  # the first batch, before anything is sent
             check_reservations(make_packs(items, cfg), spend.cap, spend.reservation)
@@ -222,7 +222,7 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
         run: Run | None = None
         try:
             async with open_provider(cfg, permits=permits, spend=spend) as client:
-                run = Run(cfg, run_id, client, writer, done, totals)
+                run = Run(cfg, run_id, client, writer, done, totals, listed)
 
                 async def settled(batch: asyncio.Future) -> None:
                     await batch
@@ -231,9 +231,9 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
 
                 sending: list[asyncio.Future] = []  # the next batch is planned (in a thread) and started while the
                 try:                                # last one is still sent, so the pace never stops at a boundary
-                    for listed in batches:
+                    for pending in batches:
                         await record_empty(empty, cfg, run_id, writer, state)
-                        if not (batch := await claimed(listed)):
+                        if not (batch := await claimed(pending)):
                             continue
                         items = await plan(batch)
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
@@ -259,6 +259,8 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
             await asyncio.wait([*started_batches, *(run.pending if run else ())], timeout=5)  # cleanups, journal
         finally:
             scratch.close()
+            if listed is not None:
+                listed.close()
         writer.close()
         if registry is not None:
             registry.end()  # only once every row is in the ledger: a run that starts after this reads them there

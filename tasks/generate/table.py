@@ -4,18 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.config.generate import GenerateOutputConfig
 from tasks.config.run import OutputConfig
 from tasks.generate.prompts import Prompt
+from tasks.record.latest import LOOKUP_CHUNK, LatestStore, StoreSpec
 from tasks.record.tables import UTC_TS, open_output, read_table, write_table
 
 IN_PROGRESS = ("pending", "queued", "dreaming", "processing")
@@ -133,13 +133,23 @@ class GenerationsTable:
         table = read_table(self.output, SCHEMA, COLUMNS, ("prompt_key", "revision", "run_id"))
         return table if table is not None and table.num_rows else None
 
-    def latest(self) -> dict[str, Generation]:
-        """prompt_key -> its current record (the highest revision; the later row on a tie)."""
-        table = self.read()
-        if table is None:
-            return {}
-        order = pc.sort_indices(table, [("revision", "ascending"), ("created_at", "ascending")])
-        return {r["prompt_key"]: Generation.from_row(r) for r in table.take(order).to_pylist()}
+    def latest(self, keys: Iterable[str]) -> dict[str, Generation]:
+        """prompt_key -> its current record (the highest revision; the later row on a tie), for these prompts only:
+        looked up in the table's store a chunk of keys at a time, never the whole table."""
+        store = GenerationStore.open(self.output)
+        found: dict[str, Generation] = {}
+        wanted = sorted(set(keys))  # sorted: each chunk reads the few row groups its key range can be in
+        for at in range(0, len(wanted), LOOKUP_CHUNK):
+            rows = store.rows(wanted[at:at + LOOKUP_CHUNK]).to_pylist()
+            found.update((r["prompt_key"], Generation.from_row(r)) for r in rows)
+        return found
+
+
+class GenerationStore(LatestStore):
+    """Each prompt's current row, by prompt_key, in `OUTPUT/generations/_state/latest/` (see tasks/record/latest.py):
+    a run reads the rows of its list's prompts, whatever the table holds."""
+
+    spec = StoreSpec(SCHEMA, tuple(COLUMNS), by="prompt_key", key="prompt_key", order=("revision", "created_at"))
 
 
 def read_generations(output: GenerateOutputConfig, latest: bool = True):

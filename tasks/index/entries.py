@@ -12,6 +12,7 @@ import pyarrow as pa
 
 from tasks.config.index import EntryMap
 from tasks.config.run import OutputConfig
+from tasks.record.latest import LatestStore, StoreSpec
 from tasks.record.tables import UTC_TS, read_table, write_table
 
 ENTRY_SCHEMA = pa.schema([
@@ -178,3 +179,10 @@ def write_entries(rows: list[dict], output: OutputConfig, run_id: str) -> list[s
 def read_entries(output: OutputConfig, columns: list[str] | None = None) -> pa.Table | None:
     """The entries table, or None when nothing was written yet."""
     return read_table(output, ENTRY_SCHEMA, columns)
+
+class EntryStore(LatestStore):
+    """What the entries table holds for a batch of listed videos, by source URI (`OUTPUT/index/_state/latest/`):
+    their `video` entries and the reduce calls whose entries are written, never the whole table."""
+
+    spec = StoreSpec(ENTRY_SCHEMA, ("source_uri", "entry_id", "source_key", "request_key", "stage", "kind",
+                                    "created_at"), by="source_uri", key="entry_id")

@@ -22,21 +22,20 @@ from tasks.index.entries import (
     SUMMARY,
     VIDEO,
     EntryRule,
+    EntryStore,
     entry_id,
     merge_entries,
     per_video_schema,
-    read_entries,
     spans_problem,
 )
 from tasks.media.tokens import Estimate, text_tokens
 from tasks.plan.items import WorkItem
 from tasks.record.cost import estimate_columns
-from tasks.record.ledger import ledger_dataset, read_rows
+from tasks.record.ledger import SCHEMA
 from tasks.record.rows import answer_fields
-from tasks.record.tables import now_utc
+from tasks.record.state import StateStore
+from tasks.record.tables import now_utc, partition_dates, read_partitions
 from tasks.secrets import redact_keys
-
-LEDGER_COLUMNS = ["request_key", "created_at", "status", "source_key", "segment_count", "segment_index", "stage"]
 
 
 def index_outputs(cfg: IndexRunConfig) -> tuple[OutputConfig, OutputConfig]:
@@ -56,6 +55,7 @@ class VideoTodo:
     extract: bool          # its segment entries are not written yet
     call: bool             # its reduce call is to be sent
     reduce_entries: bool   # its reduce row is ok but its entries are not written yet
+    dates: set[str] = field(default_factory=set)    # the ledger partitions holding those rows
     rows: list[dict] = field(default_factory=list)  # the segment rows, by segment_index
     reduce_row: dict | None = None
 
@@ -198,31 +198,36 @@ class Indexer:
 
     # -- what is missing -----------------------------------------------------------------------------------
 
-    def todo(self, done: set[str], batch_size: int) -> list[list[VideoTodo]]:
-        """Videos whose segments are all ok but whose entries or reduce call are missing, in batches."""
-        table = read_rows(self.ledger, LEDGER_COLUMNS)
-        if table is None:
+    def stores(self) -> tuple[StateStore, EntryStore]:
+        """The ledger's run state (this run's rows too) and the entries table's, opened now."""
+        return StateStore.open(self.ledger), EntryStore.open(self.entries_output)
+
+    def todo(self, uris: list[str], ledger: StateStore, entries: EntryStore, done: set[str]) -> list[VideoTodo]:
+        """The videos of these listed objects whose segments are all ok but whose entries or reduce call are
+        missing: their latest ledger rows and their entries looked up by URI, never the whole tables."""
+        rows = ledger.rows(uris)
+        if not rows.num_rows:
             return []
-        latest = _latest(table.to_pylist())
+        latest = rows.append_column("date", partition_dates(rows["created_at"])).to_pylist()
         segments: dict[str, list[dict]] = {}
         reduced: dict[str, dict] = {}
-        for r in latest.values():
+        for r in latest:
             if r["stage"] == "reduce":
                 reduced[r["request_key"]] = r
             else:
                 segments.setdefault(r["source_key"], []).append(r)
-        entries = read_entries(self.entries_output, ["source_key", "stage", "request_key", "kind"])
+        marks = entries.rows(uris) if segments else None
         marked, reduce_done = set(), set()
-        if entries is not None:
-            for source_key, stage, key, kind in zip(*(entries[c].to_pylist() for c in
+        if marks is not None:
+            for source_key, stage, key, kind in zip(*(marks[c].to_pylist() for c in
                                                       ("source_key", "stage", "request_key", "kind")), strict=True):
                 if kind == VIDEO:
                     marked.add(source_key)
                 elif stage == "reduce":
                     reduce_done.add(key)
         todos = []
-        for source_key, rows in segments.items():
-            keys = _complete(rows)
+        for source_key, seg_rows in segments.items():
+            keys = _complete(seg_rows)
             if keys is None:
                 continue
             rkey = self.reduce_key(source_key, keys)
@@ -230,17 +235,20 @@ class Indexer:
             ok = prior is not None and prior["status"] == "ok"
             call = self.spec.summary.enabled and not ok and rkey not in done
             todo = VideoTodo(source_key, keys, rkey, extract=source_key not in marked, call=call,
-                             reduce_entries=ok and rkey not in reduce_done)
+                             reduce_entries=ok and rkey not in reduce_done,
+                             dates={r["date"] for r in seg_rows if r["request_key"] in keys} |
+                             ({prior["date"]} if prior is not None else set()))
             if todo.extract or todo.call or todo.reduce_entries:
                 todos.append(todo)
-        return [todos[i:i + batch_size] for i in range(0, len(todos), batch_size)]
+        return todos
 
     def load(self, todos: list[VideoTodo]) -> list[VideoTodo]:
-        """Read the full ledger rows (answers included) of these videos' segments and reduce calls."""
+        """Read the full ledger rows (answers included) of these videos' segments and reduce calls, from the date
+        partitions that hold them only."""
         wanted = [k for t in todos for k in (*t.segment_keys, t.reduce_key)]
-        data = ledger_dataset(self.ledger)
-        rows = data.to_table(filter=pc.field("request_key").isin(wanted)).to_pylist() if data is not None else []
-        latest = _latest(rows)
+        table = read_partitions(self.ledger, SCHEMA, (d for t in todos for d in t.dates),
+                                pc.field("request_key").isin(wanted)) if todos else None
+        latest = _latest(table.to_pylist() if table is not None else [])
         for t in todos:
             t.rows = sorted((latest[k] for k in t.segment_keys if k in latest), key=lambda r: r["segment_index"] or 0)
             t.reduce_row = latest.get(t.reduce_key)

@@ -11,28 +11,30 @@ from tasks.discover.listing import SourceObject
 from tasks.plan.items import request_key
 
 
-def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig, finished: Callable[[list[SourceObject]], set[str]],
-                    totals, limit: int | None = None) -> Iterable[list[SourceObject]]:
-    """Batches of objects not finished yet (by their whole-object key), at most `limit` objects in all.
+def pending_batches(objs: Iterable[SourceObject], cfg: RunConfig,
+                    finished: Callable[[dict[str, SourceObject]], set[str]], totals,
+                    limit: int | None = None) -> Iterator[dict[str, SourceObject]]:
+    """Batches (request_key -> object, in listing order) of objects not finished yet, at most `limit` in all.
 
-    `finished` is asked once per chunk of listed objects which of their whole-object keys are finished, so the
-    run's state is looked up for what the listing brings, never loaded whole."""
+    Each listed object's whole-object key is computed once, here; `finished` is asked once per chunk of them which
+    are finished, so the run's state is looked up for what the listing brings, never loaded whole."""
     size = max(cfg.output.batch_size, cfg.media.pack.max_videos)  # packs form within a batch
-    batch: list[SourceObject] = []
+    batch: dict[str, SourceObject] = {}
     taken = 0
     for chunk in _chunks(objs, size):
-        done = finished(chunk)
-        for obj in chunk:
-            if request_key(obj, cfg) in done:
+        keyed = {request_key(obj, cfg): obj for obj in chunk}
+        done = finished(keyed)
+        for key, obj in keyed.items():
+            if key in done:
                 totals.skipped_done += 1
                 continue
             if limit is not None and taken >= limit:
                 break
-            batch.append(obj)
+            batch[key] = obj
             taken += 1
             if len(batch) >= size:
                 yield batch
-                batch = []
+                batch = {}
         if limit is not None and taken >= limit:
             break
     if batch:

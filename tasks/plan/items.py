@@ -157,7 +157,7 @@ def unfinished(items: list[WorkItem], done: set[str], totals) -> list[WorkItem]:
     return todo
 
 
-def empty_item(obj: SourceObject, cfg: RunConfig) -> WorkItem:
-    """A zero-byte object as an item to record (never to send)."""
-    key = request_key(obj, cfg)
+def empty_item(obj: SourceObject, cfg: RunConfig, key: str | None = None) -> WorkItem:
+    """A zero-byte object as an item to record (never to send); `key` is its request_key when known."""
+    key = key or request_key(obj, cfg)
     return WorkItem(obj, key, mime_for(cfg.provider.dialect, obj.ext), source_key=key, ext=obj.ext)

@@ -22,9 +22,9 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.errors import VidbatchError
-from tasks.record.ledger import SCHEMA, latest_rows
+from tasks.record.ledger import SCHEMA
 from tasks.record.state import StateStore
-from tasks.record.tables import open_output, parquet_bytes, put_atomic
+from tasks.record.tables import latest_rows, open_output, parquet_bytes, put_atomic
 
 _AT_FDCWD, _RENAME_EXCHANGE = -100, 2
 

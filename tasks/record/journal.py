@@ -19,8 +19,17 @@ from fsspec.implementations.local import LocalFileSystem
 
 from tasks.config.run import OutputConfig
 from tasks.record.claims import run_alive
-from tasks.record.ledger import ROW_IDENTITY, SCHEMA, ledger_dataset, to_table
-from tasks.record.tables import PARTIAL, now_utc, open_output, parquet_bytes, put_atomic, write_table
+from tasks.record.ledger import ROW_IDENTITY, SCHEMA, to_table
+from tasks.record.tables import (
+    PARTIAL,
+    now_utc,
+    open_output,
+    parquet_bytes,
+    partition_dates,
+    put_atomic,
+    read_partitions,
+    write_table,
+)
 
 JOURNAL, STATE, LEASE = "_journal", "_state", "lease.json"  # beside the partitions: readers skip _ and . names
 
@@ -127,9 +136,10 @@ def recover_journal(output: OutputConfig, recovering_run: str) -> int:
             continue  # cut short by the crash itself: that row was never whole, the rerun sends it again
     journal = pa.concat_tables(tables) if tables else to_table([])
     existing = None
-    if journal.num_rows and (data := ledger_dataset(output)) is not None:  # only the journal's keys: memory bounded
-        keys = pc.unique(journal["request_key"])
-        existing = data.to_table(columns=list(ROW_IDENTITY), filter=pc.field("request_key").isin(keys))
+    if journal.num_rows:  # a copy already flushed has the same created_at: only those partitions, only these keys
+        existing = read_partitions(output, SCHEMA, partition_dates(journal["created_at"]).to_pylist(),
+                                   pc.field("request_key").isin(pc.unique(journal["request_key"])),
+                                   list(ROW_IDENTITY))
     if existing is not None:
         seen = set(zip(*(existing[c].to_pylist() for c in ROW_IDENTITY), strict=True))
         keep = [ident not in seen for ident in zip(*(journal[c].to_pylist() for c in ROW_IDENTITY), strict=True)]

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -63,14 +62,6 @@ RETRYABLE_ERRORS = {"retryable", "rate_limited", "server", "transport", "malform
 
 
 ALWAYS_RETRIED = RERUN_KINDS  # not_attempted, budget, auth, quota_exhausted: the run stopped; the next one sends them
-
-
-def latest_rows(table: pa.Table) -> pa.Table:
-    """One row per request_key: the one with the latest created_at (the last written on ties), in time order."""
-    t = table.take(pc.sort_indices(table, [("created_at", "ascending")]))  # stable: ties keep their file order
-    pos = t.select(["request_key"]).append_column("_p", pa.array(np.arange(t.num_rows)))
-    last = pos.group_by("request_key", use_threads=False).aggregate([("_p", "max")])["_p_max"]
-    return t.take(np.sort(last.to_numpy()))
 
 
 def ledger_dataset(output: OutputConfig) -> ds.Dataset | None:

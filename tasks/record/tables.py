@@ -7,6 +7,7 @@ import io
 import os
 import time
 import uuid
+from collections.abc import Iterable
 from datetime import UTC, datetime
 
 import fsspec
@@ -64,12 +65,17 @@ def parquet_bytes(table: pa.Table) -> bytes:
     return buf.getvalue()
 
 
+def partition_dates(created_at: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The date partition (`date=YYYY-MM-DD`, the UTC date of created_at) each row is written to."""
+    return pc.strftime(created_at, format="%Y-%m-%d")
+
+
 def write_table(table: pa.Table, output: OutputConfig, run_id: str, label: str = "part") -> list[str]:
     """Write a ledger table as one file per date partition."""
     if table.num_rows == 0:
         return []
     fs, root = open_output(output)
-    dates = pc.strftime(table["created_at"], format="%Y-%m-%d")
+    dates = partition_dates(table["created_at"])
     written = []
     for date in sorted(set(dates.to_pylist())):
         path = f"{root}/date={date}/{label}-{run_id}-{uuid.uuid4().hex[:12]}.parquet"
@@ -92,23 +98,59 @@ def dataset(output: OutputConfig, schema: pa.Schema) -> ds.Dataset | None:
     return data if data.files else None
 
 
+def _swapped(e: OSError) -> bool:
+    """A file listed a moment ago is gone: a compaction swapped its partition."""
+    return isinstance(e, FileNotFoundError) or "No such file" in str(e)
+
+
+def _read_again(read, attempts: int = 5):
+    """`read()`, listed and read again while a compaction swaps the partition it was reading."""
+    for attempt in range(attempts):
+        try:
+            return read()
+        except (FileNotFoundError, OSError) as e:  # the partition was swapped between listing and reading
+            if attempt == attempts - 1 or not _swapped(e):
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
 def read_table(output: OutputConfig, schema: pa.Schema, columns: list[str] | None = None,
                identity: tuple[str, ...] = (), attempts: int = 5) -> pa.Table | None:
     """The table's rows, repeats of an `identity` dropped; a listing that a compaction swapped away is read again."""
-    for attempt in range(attempts):
+
+    def read() -> pa.Table | None:
         data = dataset(output, schema)
-        if data is None:
-            return None
-        try:
-            table = data.to_table(columns=columns)
-            break
-        except (FileNotFoundError, OSError) as e:  # the partition was swapped between listing and reading
-            if attempt == attempts - 1 or not isinstance(e, FileNotFoundError) and "No such file" not in str(e):
-                raise
-            time.sleep(0.05 * (attempt + 1))
-    if identity and set(identity) <= set(table.column_names):
+        return data.to_table(columns=columns) if data is not None else None
+
+    table = _read_again(read, attempts)
+    if table is not None and identity and set(identity) <= set(table.column_names):
         table = distinct_rows(table, identity)
     return table
+
+
+def read_partitions(output: OutputConfig, schema: pa.Schema, dates: Iterable[str], where: pc.Expression | None,
+                    columns: list[str] | None = None) -> pa.Table | None:
+    """The rows (matching `where`, when given) of these date partitions only: no other directory is listed or read
+    (a row's partition is its created_at's UTC date, see write_table)."""
+    fs, root = open_output(output)
+    dates = sorted(set(dates))
+
+    def read() -> pa.Table | None:
+        fs.invalidate_cache()
+        files = []
+        for d in dates:
+            try:
+                files += sorted(p for p in fs.ls(f"{root}/date={d}", detail=False) if p.endswith(".parquet")
+                                and not p.rsplit("/", 1)[-1].startswith((".", "_")))  # in the dataset's order
+            except FileNotFoundError:
+                continue
+        if not files:
+            return None
+        return ds.dataset(files, filesystem=fs, format="parquet", schema=schema).to_table(columns=columns,
+                                                                                         filter=where)
+
+    return _read_again(read)
 
 
 def distinct_rows(table: pa.Table, identity: tuple[str, ...]) -> pa.Table:
@@ -118,6 +160,14 @@ def distinct_rows(table: pa.Table, identity: tuple[str, ...]) -> pa.Table:
     if len(first) == table.num_rows:
         return table
     return table.take(np.sort(first.to_numpy()))
+
+
+def latest_rows(table: pa.Table, key: str = "request_key", order: tuple[str, ...] = ("created_at",)) -> pa.Table:
+    """One row per `key`: the last by `order` (the last written on ties), in that order."""
+    t = table.take(pc.sort_indices(table, [(c, "ascending") for c in order]))  # stable: ties keep their file order
+    pos = t.select([key]).append_column("_p", pa.array(np.arange(t.num_rows)))
+    last = pos.group_by(key, use_threads=False).aggregate([("_p", "max")])["_p_max"]
+    return t.take(np.sort(last.to_numpy()))
 
 
 def now_utc() -> datetime:

@@ -308,7 +308,7 @@ def test_submit_retry_poll_backoff_download_and_record(tmp_path):
     assert all(r.headers["authorization"] == f"Bearer {KEY}" for r in api)
     assert json.loads(api[0].content) == {"user_prompt": "cat dance", "expand_prompt": True, "loop": True,
                                           "aspect_ratio": "16:9"}
-    latest = table.latest()[g.prompt_key]
+    latest = table.latest([g.prompt_key])[g.prompt_key]
     assert latest.status == "completed" and latest.revision == g.revision == 6
     files = list((tmp_path / "out" / "generations").rglob("*.parquet"))
     assert len(files) == 1 and files[0].parent.name == "date=2026-11-21"  # the run's files merged into one
@@ -325,8 +325,8 @@ def test_deadline_leaves_tasks_in_progress_and_a_rerun_resumes_them(tmp_path):
     (g,), sleeps, table, _ = run_generation(cfg, [Work(prompts[0], None, True)], luma)
     assert g.status == "in_progress" and g.state == "pending" and g.polls == 3
     assert sleeps == [2.0, 4.0, 1.0]  # the last wait is cut at the deadline, then one last look
-    assert table.latest()[g.prompt_key].status == "in_progress"
-    plan = plan_work(prompts, table.latest())
+    assert table.latest([g.prompt_key])[g.prompt_key].status == "in_progress"
+    plan = plan_work(prompts, table.latest(p.key for p in prompts))
     assert plan.to_submit == 0 and plan.to_resume == 1
     luma.states = ["completed"]
     (resumed,), sleeps, _, _ = run_generation(cfg, plan.work, luma, table)
@@ -349,7 +349,7 @@ def test_failures_are_recorded_with_their_reasons(tmp_path):
     assert (down.status, down.error_type, down.task_id) == ("failed", "server", None)
     assert (failed.status, failed.error_type, failed.failure_reason) == ("failed", "provider", "content policy")
     assert [s["state"] for s in failed.states] == ["pending", "failed"]
-    plan = plan_work(prompts, GenerationsTable(cfg.output).latest())
+    plan = plan_work(prompts, GenerationsTable(cfg.output).latest(p.key for p in prompts))
     assert [w.prompt.key for w in plan.work] == [down.prompt_key] and plan.failed == 2
 
 
@@ -398,7 +398,70 @@ def test_concurrent_durable_records_share_writes(tmp_path):
 
     files = asyncio.run(main())
     assert writes == [1, 19] and len(files) == 1  # one write for those waiting together, then merged into one
-    assert len(table.latest()) == 20 and len(read_generations(cfg.output, latest=False)) == 20
+    assert len(table.latest(f"k{i}" for i in range(20))) == 20 and len(read_generations(cfg.output, latest=False)) == 20
+
+
+def history(table: GenerationsTable, prompts: int, revisions: int = 3, run: str = "r") -> None:
+    """Every prompt's rows as runs write them: a revision per state change, each with its states so far."""
+    rows = []
+    for rev in range(1, revisions + 1):
+        for p in range(prompts):
+            states = [{"state": s, "seen_at": T0 + timedelta(seconds=i)} for i, s in enumerate(
+                ("pending", "dreaming", "completed")[:rev])]
+            rows.append(Generation(f"{p:06x}", revision=rev, run_id=run, created_at=T0 + timedelta(minutes=rev),
+                                   task_id=f"t{p}", status="completed" if rev == 3 else "in_progress",
+                                   state=states[-1]["state"], states=tuple(states)).row())
+    table.write(rows, run)
+
+
+def test_a_run_looks_up_only_its_prompts_in_the_table(tmp_path, monkeypatch):
+    import tasks.record.latest as latest
+    from tasks.generate.table import GenerationStore
+
+    monkeypatch.setattr(latest, "ROW_GROUP", 200)
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]))
+    table = GenerationsTable(cfg.output)
+    history(table, 3000)
+    GenerationStore.open(table.output, fold_rows=0)  # the base: 3,000 prompts' current rows in groups of 200
+    recorder_files = [table.write([Generation("000007", revision=4, run_id="r2", created_at=T0 + timedelta(hours=1),
+                                              status="failed", error_type="lost").row()], "r2"),
+                      table.write([Generation("ffffff", revision=1, run_id="r2", created_at=T0).row()], "r2")]
+    table.merge([f for files in recorder_files for f in files], "r2")  # a run's files merged: new names, the delta
+    store = GenerationStore.open(table.output)
+    assert store.stats.base_groups == 15 and store.stats.delta_rows == 2
+    got = {r["prompt_key"]: r for r in store.rows(["000007", "000008", "000009", "ffffff"]).to_pylist()}
+    assert store.stats.groups_read == 1  # of 15
+    assert (got["000007"]["revision"], got["000007"]["status"]) == (4, "failed")  # the delta's newer revision wins
+    assert got["000008"]["status"] == "completed" and [s["state"] for s in got["000008"]["states"]] == [
+        "pending", "dreaming", "completed"]
+    assert got["ffffff"]["revision"] == 1
+    every = read_generations(cfg.output).set_index("prompt_key")  # the whole table, as a user reads it
+    wanted = [f"{p:06x}" for p in range(0, 3000, 97)] + ["000007", "ffffff", "nope"]
+    found = table.latest(wanted)
+    assert set(found) == set(wanted) - {"nope"}
+    assert all((found[k].revision, found[k].status) == (every.loc[k, "revision"], every.loc[k, "status"])
+               for k in found)
+
+
+def test_the_table_store_agrees_after_a_merge_that_follows_a_fold(tmp_path):
+    """A second run folds while the first still writes; the first then merges its files (names the fold covered
+    vanish, the same rows come back under a new name): every prompt still reads its current row, once."""
+    from tasks.generate.table import GenerationStore
+
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]))
+    table = GenerationsTable(cfg.output)
+    files = []
+    for rev in range(1, 4):
+        files += table.write([Generation(f"{p:02x}", revision=rev, run_id="r1", created_at=T0 + timedelta(minutes=rev),
+                                         status="in_progress").row() for p in range(40)], "r1")
+    GenerationStore.open(table.output, fold_rows=0)
+    table.merge(files, "r1")
+    store = GenerationStore.open(table.output)
+    assert store.stats.delta_files == 1 and store.stats.delta_rows == 120
+    rows = store.rows([f"{p:02x}" for p in range(40)])
+    assert rows.num_rows == 40 and set(rows["revision"].to_pylist()) == {3}
+    store.fold()
+    assert GenerationStore.open(table.output).rows(["05"])["revision"].to_pylist() == [3]
 
 
 # -- the config --------------------------------------------------------------------------------------------------

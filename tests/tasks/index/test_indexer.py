@@ -137,3 +137,111 @@ def test_output_holds_the_ledger_and_the_entries(lectures):
     assert lectures.run_config.output.url == "demo-output/index/lectures/ledger"
     assert lectures.entries_output.url == "demo-output/index/lectures/index"
     assert lectures.run_config.prompt.params["response_format"]["json_schema"]["schema"] == lectures.spec.json_schema
+
+
+# -- what is missing, looked up for the listed videos only ------------------------------------------------------
+
+
+def indexer_at(tmp_path) -> Indexer:
+    cfg = load_index_config(LECTURES)
+    return Indexer(cfg.model_copy(update={"output": cfg.output.model_copy(update={"url": str(tmp_path / "out")})}))
+
+
+def archive(ix: Indexer, videos: int, days: int = 20) -> list[str]:
+    """A ledger of `videos` two-segment lectures over `days` date partitions, every one indexed and summarized
+    (segment, reduce and entry rows as the flow writes them); returns their URIs in listing order."""
+    from datetime import timedelta
+
+    from tasks.index.entries import write_entries
+    from tasks.record.ledger import write_rows
+
+    ledger, entries, uris = [], [], []
+    for v in range(videos):
+        uri, src, at = f"s3://b/lectures/v{v:05d}.mp4", f"src{v}", AT + timedelta(days=v % days, seconds=v)
+        segs = [{"request_key": f"{src}-s{i}", "source_uri": uri, "source_key": src, "segment_index": i,
+                 "segment_count": 2, "status": "ok", "created_at": at, "run_id": "r"} for i in range(2)]
+        rkey = ix.reduce_key(src, [s["request_key"] for s in segs])
+        ledger += segs + [{**segs[0], "request_key": rkey, "segment_index": None, "stage": "reduce"}]
+        entries += [{"source_uri": uri, "source_key": src, "request_key": key, "request_keys": [key], "stage": stage,
+                     "kind": kind, "entry_id": f"{src}-{kind}", "created_at": at, "start_s": 0.0, "end_s": 1.0}
+                    for key, stage, kind in ((segs[0]["request_key"], "extract", "video"), (rkey, "reduce", "summary"))]
+        uris.append(uri)
+    write_rows(ledger, ix.ledger, "r")
+    write_entries(entries, ix.entries_output, "r")
+    return uris
+
+
+def test_the_index_reads_only_the_row_groups_and_partitions_of_the_listed_videos(tmp_path, monkeypatch):
+    import tasks.record.latest as latest
+    from tasks.index.entries import EntryStore
+    from tasks.record.state import StateStore
+
+    monkeypatch.setattr(latest, "ROW_GROUP", 256)
+    ix = indexer_at(tmp_path)
+    uris = archive(ix, 3000)
+    ledger, entries = StateStore.open(ix.ledger, fold_rows=0), EntryStore.open(ix.entries_output, fold_rows=0)
+    assert ledger.stats.base_groups >= 35 and entries.stats.base_groups >= 23 and not ledger.stats.delta_rows
+    assert ix.todo(uris[1000:1050], ledger, entries, set()) == []  # all indexed: nothing to do
+    assert ledger.stats.groups_read <= 2 and entries.stats.groups_read <= 2  # 150 / 100 rows: a group or two each
+
+    from tasks.record.journal import LedgerWriter
+
+    late = "s3://b/lectures/late.mp4"  # a new video whose segments are answered (journaled, flushed), not indexed
+    writer = LedgerWriter(ix.ledger, "r2")
+    for i in range(2):
+        writer.add({"request_key": f"late-s{i}", "source_uri": late, "source_key": "late", "segment_index": i,
+                    "segment_count": 2, "status": "ok", "created_at": AT, "run_id": "r2", "output_text": "{}",
+                    "segment_start_s": 75.0 * i, "segment_end_s": 75.0 * (i + 1), "video_duration_s": 150.0})
+    writer.close()
+    ledger = StateStore.open(ix.ledger)
+    todos = ix.todo([late, uris[7]], ledger, entries, set())
+    assert [(t.source_key, t.extract, t.call, t.reduce_entries) for t in todos] == [("late", True, True, False)]
+    listed: list[str] = []
+    real = type(ledger.fs).ls
+    monkeypatch.setattr(type(ledger.fs), "ls", lambda fs, path, *a, **kw: listed.append(path) or real(fs, path, *a,
+                                                                                                       **kw))
+    (loaded,) = ix.load(todos)
+    assert [r["request_key"] for r in loaded.rows] == ["late-s0", "late-s1"] and loaded.rows[1]["output_text"] == "{}"
+    assert [p.rsplit("/", 1)[-1] for p in listed] == ["date=2026-11-21"]  # one of the ledger's 20 partitions
+
+
+def test_missing_entries_and_reduce_calls_are_found_after_compaction_and_recovery(tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from tasks.index.entries import ENTRY_SCHEMA, EntryStore
+    from tasks.record.compact import compact
+    from tasks.record.journal import LedgerWriter, recover_journal
+    from tasks.record.ledger import write_rows
+    from tasks.record.state import StateStore
+
+    ix = indexer_at(tmp_path)
+    uris = archive(ix, 6, days=2)
+    rkey = {v: ix.reduce_key(f"src{v}", [f"src{v}-s0", f"src{v}-s1"]) for v in range(6)}
+    later = {"segment_count": 2, "run_id": "r3", "created_at": AT.replace(day=23), "status": "error",
+             "error_type": "server"}
+    write_rows([{**later, "request_key": "src1-s1", "source_uri": uris[1], "source_key": "src1", "segment_index": 1},
+                {**later, "request_key": rkey[2], "source_uri": uris[2], "source_key": "src2", "stage": "reduce"}],
+               ix.ledger, "r3")  # a segment of video 1 failed later (not complete), and the reduce call of video 2
+    for f in (tmp_path / "out" / "index").glob("date=*/*.parquet"):  # entries lost: video 3's summary, all of 4's
+        t = pq.read_table(f, schema=ENTRY_SCHEMA)
+        lost = pc.or_(pc.equal(t["source_key"], "src4"),
+                      pc.and_(pc.equal(t["source_key"], "src3"), pc.equal(t["stage"], "reduce")))
+        pq.write_table(t.filter(pc.invert(lost)), f)
+
+    def todo(done=()):
+        todos = ix.todo(uris, StateStore.open(ix.ledger), EntryStore.open(ix.entries_output), set(done))
+        return sorted((t.source_key, t.extract, t.call, t.reduce_entries) for t in todos)
+
+    expected = [("src2", False, True, False), ("src3", False, False, True), ("src4", True, False, True)]
+    assert todo() == expected
+    assert todo(done={rkey[2]}) == expected[1:]  # a failure that is not retried is not sent again
+    assert len(compact(ix.ledger, min_files=1).partitions) == 3 and todo() == expected  # every file renamed
+    writer = LedgerWriter(ix.ledger.model_copy(update={"flush_rows": 100}), "dead-run")
+    for i in range(2):  # video 5 answered again by a run that died before its flush
+        writer.add({"request_key": f"src5-s{i}-v2", "source_uri": uris[5], "source_key": "src5", "segment_index": i,
+                    "segment_count": 2, "status": "ok", "created_at": AT.replace(day=24), "run_id": "dead-run"})
+    lease = next((tmp_path / "out" / "ledger").glob("_journal/dead-run/lease.json"))
+    lease.write_text(lease.read_text().replace(f'"pid": {__import__("os").getpid()}', '"pid": 4194304'))
+    assert recover_journal(ix.ledger, "next-run") == 2
+    assert todo() == expected + [("src5", False, True, False)]  # its newest complete segments: a new reduce call

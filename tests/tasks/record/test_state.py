@@ -3,6 +3,7 @@
 import json
 import random
 import threading
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pyarrow as pa
@@ -41,9 +42,9 @@ def agrees(out, uris=None, **kw):
 
 
 def test_lookups_equal_the_whole_ledger_across_folds(tmp_path, monkeypatch):
-    import tasks.record.state as state
+    import tasks.record.latest as latest
 
-    monkeypatch.setattr(state, "ROW_GROUP", 64)  # a key's rows straddle the fold's batches and the base's groups
+    monkeypatch.setattr(latest, "ROW_GROUP", 64)  # a key's rows straddle the fold's batches and the base's groups
     out = OutputConfig(url=str(tmp_path / "ledger"))
     assert StateStore.open(out).lookup(["s3://b/x.mp4"]) == {}  # no ledger yet
     for day in range(6):
@@ -56,9 +57,9 @@ def test_lookups_equal_the_whole_ledger_across_folds(tmp_path, monkeypatch):
 
 
 def test_a_lookup_reads_only_the_groups_that_can_hold_the_listed_objects(tmp_path, monkeypatch):
-    import tasks.record.state as state
+    import tasks.record.latest as latest
 
-    monkeypatch.setattr(state, "ROW_GROUP", 100)
+    monkeypatch.setattr(latest, "ROW_GROUP", 100)
     out = OutputConfig(url=str(tmp_path / "ledger"))
     write_rows(rows(700), out, "r")
     store = StateStore.open(out, fold_rows=0)
@@ -134,3 +135,64 @@ def test_a_ledger_written_by_the_previous_version_is_picked_up(tmp_path):
     assert store.stats.folded and store.stats.delta_rows == 0
     got = store.lookup(["s3://b/cam1/00001.mp4"])
     assert got["k1"].source_key == "k1" and got["k1"].segment_count == 1
+
+
+def test_a_base_written_by_an_older_vidbatch_is_rebuilt_with_the_columns_it_lacks(tmp_path):
+    """Bases before the index read its lookups from the store have no segment_index or stage: passed over."""
+    from tasks.record.state import LEDGER_STATE
+
+    class OldStore(StateStore):
+        spec = replace(LEDGER_STATE, columns=tuple(c for c in LEDGER_STATE.columns
+                                                   if c not in ("segment_index", "stage")))
+
+    out = OutputConfig(url=str(tmp_path / "ledger"))
+    write_rows(rows(700), out, "r0")
+    OldStore.open(out, fold_rows=0)
+    assert len(list((tmp_path / "ledger" / LATEST).glob("*.pq"))) == 1
+    store = agrees(out, fold_rows=10**9)  # the old base is not read: the whole ledger is the delta, folded when large
+    assert store.stats.base_rows == 0 and store.stats.delta_rows == 700
+    store = agrees(out, fold_rows=0)
+    assert store.stats.folded and store.stats.base_rows == 700
+    assert "stage" in store.rows(["s3://b/cam0/00000.mp4"]).column_names
+
+
+def test_journal_recovery_reads_only_the_partitions_of_the_journaled_rows(tmp_path, monkeypatch):
+    out = OutputConfig(url=str(tmp_path / "ledger"), flush_rows=10_000, flush_seconds=3600)
+    for day in range(10):
+        write_rows(rows(50, start=day * 50, day=day), out, f"r{day}")
+    writer = LedgerWriter(out, "dead-run")
+    journaled = rows(5, start=100, day=2)  # already flushed by the run itself (the same rows), then it died
+    write_rows(journaled, out, "dead-run")
+    for r in journaled + rows(3, start=9_000, day=10):
+        writer.add(r)
+    lease = next((tmp_path / "ledger").glob("_journal/dead-run/lease.json"))
+    lease.write_text(json.dumps({**json.loads(lease.read_text()), "pid": 2**22 + 12345}))
+    listed: list[str] = []
+    real = type(writer.fs).ls
+    monkeypatch.setattr(type(writer.fs), "ls", lambda fs, path, *a, **kw: listed.append(path) or real(fs, path, *a,
+                                                                                                       **kw))
+    assert recover_journal(out, "next-run") == 3  # the flushed copies are not written twice
+    dates = {p.rsplit("date=", 1)[1] for p in listed if "date=" in p}
+    assert dates == {"2026-11-03", "2026-11-11"}  # of the ledger's 10 partitions, only the one its rows can be in
+    agrees(out, fold_rows=10**9)
+
+
+def test_stores_on_an_object_store_fold_through_pyarrow_datasets(s3, tmp_path):
+    """Off a local disk the fold streams pyarrow datasets into DuckDB: the ledger's state and the generations
+    table (whose rows hold a list of structs) read back as the whole table would."""
+    from tasks.generate.table import GenerationsTable, GenerationStore
+    from tests.tasks.generate.test_generator import ROWS, config, history, write_list
+
+    fs, endpoint = s3
+    fs.mkdir("out")
+    out = OutputConfig(url="s3://out/ledger", storage_options={"endpoint_url": endpoint})
+    write_rows(rows(700), out, "r")
+    assert agrees(out, fold_rows=0).stats.folded
+    cfg = config(tmp_path, write_list(tmp_path, ROWS[:1]),
+                 output={"url": "s3://out/gen", "storage_options": {"endpoint_url": endpoint}})
+    table = GenerationsTable(cfg.output)
+    history(table, 50)
+    assert GenerationStore.open(table.output, fold_rows=0).stats.base_rows == 50
+    got = table.latest(f"{p:06x}" for p in range(50))
+    assert {g.revision for g in got.values()} == {3} and len(got) == 50
+    assert [s["state"] for s in got["000001"].states] == ["pending", "dreaming", "completed"]
