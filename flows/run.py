@@ -213,7 +213,7 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
         share_day_budget(spend, cfg.provider)
         writer, budget = LedgerWriter(cfg.output, run_id), ByteBudget(cfg.media.inflight_bytes)
         assert registry is not None  # every run that sends has one
-        scratch = await asyncio.to_thread(Scratch, cfg, run_id, registry)  # sweeps the scratch of killed runs
+        scratch = await asyncio.to_thread(Scratch, cfg, run_id, registry.sweep)  # sweeps the scratch of killed runs
         swept = scratch.swept + await asyncio.to_thread(registry.sweep, writer.fs, f"{writer.root}/{PARTIAL}")
         if swept:
             log.info("removed what %d runs that were killed left: %s", len(swept), ", ".join(swept[:3]))

@@ -17,7 +17,6 @@ from tasks.dialects.base import VideoRef
 from tasks.errors import ConfigError, LimitError, SourceError
 from tasks.plan.items import WorkItem
 from tasks.prepare.delivery import OBJECT_STORE_PROTOCOLS, local_ref, video_ref
-from tasks.record.claims import RunRegistry
 
 
 @dataclass
@@ -33,7 +32,8 @@ class Prepared:
 class Scratch:
     """A local temporary directory for cut files, and the storage prefix URL deliveries upload them to."""
 
-    def __init__(self, cfg: RunConfig, run_id: str | None = None, registry: RunRegistry | None = None):
+    def __init__(self, cfg: RunConfig, run_id: str | None = None,
+                 sweep: Callable[[AbstractFileSystem, str], list[str]] | None = None):
         sweep_dead_scratch()
         self.local = tempfile.mkdtemp(prefix=f"vidbatch-{os.getpid()}-")
         url, options = cfg.scratch()
@@ -42,8 +42,8 @@ class Scratch:
         self._options = options
         self._fs: AbstractFileSystem | None = None
         self.swept: list[str] = []
-        if registry is not None:  # what runs that were killed uploaded: removed now, not by compact
-            self.swept = registry.sweep(self.fs, fsspec.core.url_to_fs(self.url, **options)[1])
+        if sweep is not None:  # what runs that were killed uploaded (a run record's sweep): removed now, not by compact
+            self.swept = sweep(self.fs, fsspec.core.url_to_fs(self.url, **options)[1])
 
     @property
     def fs(self) -> AbstractFileSystem:
