@@ -144,7 +144,8 @@ def could_hold(rel_dir: str, patterns: list[str]) -> bool:
     for p in patterns:
         if "/" not in p:
             return True  # a file-name glob matches at any depth
-        parts = p.split("/")[:-1]
+        parts = p.split("/")
+        parts = parts if "**" in parts[-1] else parts[:-1]  # a last `**` (`cam02/**`) matches files at any depth
         ok = True
         for i, seg in enumerate(segs):
             if i >= len(parts):

@@ -131,9 +131,11 @@ def test_a_layout_that_matches_nothing_names_the_template_and_a_path(tmp_path):
 
 def test_a_glob_pruned_walk_never_lists_an_excluded_directory(tmp_path, monkeypatch):
     dated_tree(tmp_path / "src")
+    (tmp_path / "src/cam02/2026/11/05/sub").mkdir()
+    (tmp_path / "src/cam02/2026/11/05/sub/deep.mp4").write_bytes(b"v")  # a last `**` matches at any depth
     calls = CountingFS(open_source(SourceConfig(url=str(tmp_path / "src")))[0], monkeypatch)
     rels, stats = run_listing(str(tmp_path / "src"), include=["cam02/2026/11/*/**"])
-    assert len(rels) == 29 * 2 and all(r.startswith("cam02/2026/11/") for r in rels)
+    assert len(rels) == 29 * 2 + 1 and all(r.startswith("cam02/2026/11/") for r in rels)
     assert all("/src/cam02/2026/11" in p for p in calls.paths)  # the literal prefix: listed from there down
     calls.paths.clear()
     rels, _ = run_listing(str(tmp_path / "src"), include=["*/2026/11/0[1-3]/*.mp4"])
