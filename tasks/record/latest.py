@@ -234,31 +234,20 @@ class LatestStore:
         value_set = pa.array(wanted, pa.string())
         parts = []
         if self._base is not None and self._file is not None:
-            groups = [g for g, (lo, hi) in enumerate(zip(self._base.mins, self._base.maxs, strict=True))
-                      if bisect.bisect_left(wanted, lo) < bisect.bisect_right(wanted, hi)]
-            if groups:
-                self.stats.groups_read += len(groups)
-                column = self._file.read_row_groups(groups, columns=[by])[by]
-                hit = pc.is_in(column, value_set=value_set)
+            columns = list(self.spec.columns)
+            for g, (lo, hi) in enumerate(zip(self._base.mins, self._base.maxs, strict=True)):
+                if bisect.bisect_left(wanted, lo) >= bisect.bisect_right(wanted, hi):
+                    continue  # its statistics say no wanted value is in it
+                self.stats.groups_read += 1  # one group at a time: memory holds one group, whatever the base
+                hit = pc.is_in(self._file.read_row_group(g, columns=[by])[by], value_set=value_set)
                 if pc.any(hit).as_py():
-                    hits = [g for g, n in zip(groups, self._group_hits(groups, hit), strict=True) if n]
-                    t = self._file.read_row_groups(hits, columns=list(self.spec.columns))
-                    t = t.select(list(self.spec.columns)).cast(self.spec.base_schema)
-                    parts.append(t.filter(pc.is_in(t[by], value_set=value_set)))
+                    t = self._file.read_row_group(g, columns=columns).select(columns).filter(hit)
+                    parts.append(t.cast(self.spec.base_schema))
         if self._delta.num_rows:
             parts.append(self._delta.filter(pc.is_in(self._delta[by], value_set=value_set)))
         if not parts:
             return self._delta.slice(0, 0)
         return self._latest(pa.concat_tables(parts))  # the delta comes after the base: it wins a tie
-
-    def _group_hits(self, groups: list[int], hit: pa.ChunkedArray) -> list[int]:
-        assert self._file is not None
-        counts, at, flags = [], 0, hit.combine_chunks()
-        for g in groups:
-            n = self._file.metadata.row_group(g).num_rows
-            counts.append(pc.sum(flags.slice(at, n)).as_py() or 0)
-            at += n
-        return counts
 
     # -- folding -------------------------------------------------------------------------------------------
     def fold(self) -> None:
