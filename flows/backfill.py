@@ -13,7 +13,7 @@ from flows.prefect.shared_limits import ensure_shared_limits, on_prefect_server
 from tasks.call.shared_pacing import HOLD_S
 from tasks.config.load import load_config
 from tasks.errors import VidbatchError
-from tasks.plan.shards import Shard, config_digest, plan_shards
+from tasks.plan.shards import Shard, config_digest, shards_for
 
 SHARD_DEPLOYMENT = "summarize/backfill-shard"
 RERUN_STATES = {"FAILED", "CRASHED", "CANCELLED"}
@@ -57,7 +57,10 @@ async def backfill(config: str, since: str | None = None, until: str | None = No
     """Summarize a date range (by day) and/or a list of prefixes, one child run of summarize per shard."""
     log = get_run_logger()
     cfg = load_config(config)
-    shards = plan_shards(since, until, prefixes)
+    shards = shards_for(cfg.source, since, until, prefixes)
+    if since and not cfg.source.layout:
+        log.info("source.layout is not set: a day cannot be mapped to directories, so each prefix (or the whole "
+                 "source) is one shard over the whole range, listed once; set source.layout to split by day")
     if cfg.provider.limits.shared and on_prefect_server():
         for lim in await ensure_shared_limits(cfg.provider):
             log.info("shared limit %s: %d slots, each returned %.1f s after its answer", lim.name, lim.capacity,

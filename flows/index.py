@@ -11,7 +11,6 @@ from flows.run import Run, RunOptions, run_batches
 from tasks.config.load import load_index_config
 from tasks.index.entries import write_entries
 from tasks.index.indexer import Indexer, VideoTodo
-from tasks.plan.shards import with_prefix
 
 
 @task(name="index-videos", cache_policy=NO_CACHE, persist_result=False)
@@ -44,6 +43,6 @@ async def index(config: str, since: str | None = None, until: str | None = None,
 
     opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix, budget)
     # the config's segments, packs and prompt, with the schema asked for and ledger/ as output
-    return await run_batches("index", with_prefix(indexer.run_config, prefix), opts, check=indexer.check,
+    return await run_batches("index", indexer.run_config, opts, check=indexer.check,
                              finish=finish, output=indexer.config.output.url,
                              extra={"index": indexer.entries_output.url, "entries": 0})

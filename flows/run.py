@@ -175,7 +175,8 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
     checked = [spend is None]
     totals, found, planned, more = RunTotals(), DiscoverStats(), [], {}
     empty: list = []  # zero-byte objects: counted as skipped_empty, and each gets a `skipped` row (record_empty)
-    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty)
+    objs = iter_objects(fs, root, cfg.source, window.since, window.until, found, scratch_prefix(cfg), empty,
+                        opts.prefix or "")
     batches = pending_batches(objs, cfg, state.finished, totals, opts.limit)
     board = await BatchProgress.start(cfg.job)
     stopper = Stopper()  # installed while requests are sent
@@ -268,7 +269,8 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
         for name, count in holders.items():
             log.warning("%d videos not sent: claimed by %s", count, name)
         if found.listed == 0:  # a mistyped prefix lists nothing: the watermark stays for the source that exists
-            log.warning("source.url %r listed no object at all: the watermark is not moved", cfg.source.url)
+            log.warning("source.url %r listed no object at all%s: the watermark is not moved", cfg.source.url,
+                        f" below prefix {opts.prefix!r}" if opts.prefix else "")
         elif stopper.signum is None and window.advances_watermark(opts.limit) and not totals.not_attempted \
                 and not totals.claimed and not opts.prefix:
             write_watermark(cfg.output, Watermark(cfg.job, started, run_id, cfg.source.url))

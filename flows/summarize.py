@@ -6,13 +6,14 @@ from prefect import flow
 
 from flows.run import RunOptions, run_batches
 from tasks.config.load import load_config
-from tasks.plan.shards import with_prefix
 
 
 @flow(name="summarize", persist_result=False)
 async def summarize(config: str, since: str | None = None, until: str | None = None, limit: int | None = None,
                     dry_run: bool = False, retry_failed: bool = False, all_errors: bool = False, force: bool = False,
                     incremental: bool = False, prefix: str | None = None, budget: float | None = None) -> dict:
-    """Summarize every video under the config's source (or its `prefix` below it) that the ledger has not finished."""
+    """Summarize every video under the config's source (or its `prefix` below it) that the ledger has not finished.
+
+    A prefix narrows the listing, not the source: paths stay relative to source.url for its globs and layout."""
     opts = RunOptions(since, until, limit, dry_run, retry_failed, all_errors, force, incremental, prefix, budget)
-    return await run_batches("summarize", with_prefix(load_config(config), prefix), opts)
+    return await run_batches("summarize", load_config(config), opts)

@@ -80,6 +80,11 @@ class Layout:
     def fits(self, rel: str) -> bool:
         return self.regex.fullmatch(rel) is not None
 
+    def fits_prefix(self, prefix: str) -> bool:
+        """Whether a prefix below the source (`cam01`, `cam01/2026/11`) names directories of this layout."""
+        parts = [p for p in prefix.strip("/").split("/") if p]
+        return all(seg.fits(p) for seg, p in zip(self.segments, parts, strict=False))
+
     def date_values(self, since: datetime, until: datetime) -> list[tuple[str, ...]]:
         """The date segments' texts for every period of the finest directive that meets [since, until), in order."""
         if self.finest is None:

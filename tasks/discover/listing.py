@@ -14,7 +14,7 @@ from tasks.config.layout import parse_layout
 from tasks.config.run import SourceConfig
 from tasks.discover.globs import glob_regex, matches
 from tasks.discover.walk import Lister, layout_window, misfit_sample, walk_layout, walk_plain
-from tasks.errors import SourceError
+from tasks.errors import ConfigError, SourceError
 
 __all__ = ["DiscoverStats", "SourceObject", "glob_regex", "iter_objects", "matches", "open_source"]
 
@@ -89,19 +89,24 @@ def open_source(source: SourceConfig) -> tuple[AbstractFileSystem, str]:
 def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
                  since: datetime | None = None, until: datetime | None = None,
                  stats: DiscoverStats | None = None, skip_prefix: str | None = None,
-                 empty: list[SourceObject] | None = None) -> Iterator[SourceObject]:
-    """Yield the selected video objects under root in a stable order, listing only what can hold them.
+                 empty: list[SourceObject] | None = None, prefix: str = "") -> Iterator[SourceObject]:
+    """Yield the selected video objects under root (below `prefix` only, when given) in a stable order, listing only
+    what can hold them.
 
     With `source.layout`, only the layout's leaf directories of the window's dates are listed (objects elsewhere
     are counted as `layout` skips); without one, a flat listing on object stores or a walk pruned by the include
     globs. `skip_prefix` (a URI prefix) hides vidbatch's own scratch copies when they live under the source;
     zero-byte videos are counted as skipped and, with `empty`, appended to it (the run gives each a ledger row).
+    Paths stay relative to root under a prefix: the include globs and the layout read them as without one.
     """
     stats = stats if stats is not None else DiscoverStats()
     exts = set(source.extensions)
     lister = Lister(fs)
     fs.invalidate_cache()  # fsspec instances are cached per process: a nightly worker must see tonight's objects
     layout = parse_layout(source.layout) if source.layout else None
+    if layout is not None and not layout.fits_prefix(prefix):
+        raise ConfigError(f"prefix {prefix!r} does not fit source.layout {layout.template!r}: give directories of "
+                          "its leading segments (a camera, say); the window picks the date directories")
     try:
         if not fs.exists(root):
             local = isinstance(fs, LocalFileSystem)
@@ -114,10 +119,10 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
         elif layout is not None:
             stats.skipped.setdefault("layout", 0)
             entries = walk_layout(lister, root, layout, layout_window(since, until, source.layout_lag_days),
-                                  lambda rel, kind: stats.unfit(rel, kind))
+                                  lambda rel, kind: stats.unfit(rel, kind), prefix)
             base = root
         else:
-            entries = walk_plain(lister, root, source.include)
+            entries = walk_plain(lister, root, source.include, prefix)
             base = root
     except FileNotFoundError:
         raise SourceError(f"source.url {source.url!r}: no such directory or bucket") from None
@@ -143,7 +148,7 @@ def iter_objects(fs: AbstractFileSystem, root: str, source: SourceConfig,
             stats.selected += 1
             yield obj
         if layout is not None and not fitting:
-            sample = misfit_sample(lister, root, layout)
+            sample = misfit_sample(lister, root, layout, prefix=prefix)
             if sample is not None:
                 raise SourceError(f"source.layout {layout.template!r} matches nothing under {source.url!r}: "
                                   f"{sample!r} does not fit it")

@@ -144,7 +144,8 @@ def could_hold(rel_dir: str, patterns: list[str]) -> bool:
     for p in patterns:
         if "/" not in p:
             return True  # a file-name glob matches at any depth
-        parts = p.split("/")[:-1]
+        parts = p.split("/")
+        parts = parts if "**" in parts[-1] else parts[:-1]  # a last `**` (`cam02/**`) matches files at any depth
         ok = True
         for i, seg in enumerate(segs):
             if i >= len(parts):
@@ -160,11 +161,17 @@ def could_hold(rel_dir: str, patterns: list[str]) -> bool:
     return False
 
 
-def walk_plain(lister: Lister, root: str, include: list[str]) -> Iterator[Entry]:
-    """Without a layout: a flat listing on object stores (of the includes' literal prefix), else a walk that never
-    enters a directory no include glob can match."""
-    prefix = literal_prefix(include)
-    start = f"{root}/{prefix}" if prefix else root
+def _start(prefix: str, literal: str) -> str:
+    """Where a listing starts below the root: the deeper of a run's prefix and the include globs' literal prefix
+    (the prefix when they part ways: the globs then match nothing below it)."""
+    prefix, literal = prefix.strip("/"), literal.strip("/")
+    return literal if not prefix or (literal + "/").startswith(prefix + "/") else prefix
+
+
+def walk_plain(lister: Lister, root: str, include: list[str], prefix: str = "") -> Iterator[Entry]:
+    """Without a layout: a flat listing on object stores (of the includes' literal prefix, or the run's prefix when
+    deeper), else a walk that never enters a directory no include glob can match."""
+    start = f"{root}/{below}" if (below := _start(prefix, literal_prefix(include))) else root
     if lister.object_store and not prunable_below_wildcard(include):
         yield from lister.flat(start)
         return
@@ -181,19 +188,26 @@ def layout_window(since: datetime | None, until: datetime | None, lag_days: int,
 
 
 def walk_layout(lister: Lister, root: str, layout: Layout, span: tuple[datetime, datetime] | None,
-                unfit: Unfit) -> Iterator[Entry]:
+                unfit: Unfit, prefix: str = "") -> Iterator[Entry]:
     """The objects below the layout's leaf directories; with a date span, only the leaves of its dates, named
-    directly rather than listed."""
+    directly rather than listed; with a prefix (a backfill shard's camera), only the directories below it."""
     values = layout.date_values(*span) if span is not None and layout.finest is not None else None
-    yield from _descend(lister, root, root, layout, 0, (), values, unfit)
+    fixed = tuple(p for p in prefix.strip("/").split("/") if p)
+    yield from _descend(lister, root, root, layout, 0, (), values, unfit, fixed)
 
 
 def _descend(lister: Lister, root: str, path: str, layout: Layout, level: int, dated: tuple[str, ...],
-             values: list[tuple[str, ...]] | None, unfit: Unfit) -> Iterator[Entry]:
+             values: list[tuple[str, ...]] | None, unfit: Unfit, fixed: tuple[str, ...] = ()) -> Iterator[Entry]:
     if level == layout.depth:
-        yield from lister.flat(path)
+        yield from lister.flat("/".join((path, *fixed)))
         return
     seg = layout.segments[level]
+    if fixed:  # the prefix names this level's directory: not listed
+        name = fixed[0]
+        nxt = (*dated, name) if seg.kind == "date" else dated
+        if seg.fits(name) and (seg.kind != "date" or values is None or any(v[:len(nxt)] == nxt for v in values)):
+            yield from _descend(lister, root, f"{path}/{name}", layout, level + 1, nxt, values, unfit, fixed[1:])
+        return
     if seg.kind == "literal":
         yield from _descend(lister, root, f"{path}/{seg.text}", layout, level + 1, dated, values, unfit)
         return
@@ -217,11 +231,11 @@ def _descend(lister: Lister, root: str, path: str, layout: Layout, level: int, d
             yield from _descend(lister, root, name, layout, level + 1, nxt, values, unfit)
 
 
-def misfit_sample(lister: Lister, root: str, layout: Layout, look: int = 50) -> str | None:
-    """When a layout found nothing: the first of the source's objects (up to `look` of them) if none of them fits
-    the layout (the layout is wrong), else None (the window was empty)."""
+def misfit_sample(lister: Lister, root: str, layout: Layout, look: int = 50, prefix: str = "") -> str | None:
+    """When a layout found nothing: the first of the source's objects (up to `look` of them, below `prefix`) if none
+    of them fits the layout (the layout is wrong), else None (the window was empty)."""
     first = None
-    for n, (path, _) in enumerate(lister.flat(root)):
+    for n, (path, _) in enumerate(lister.flat(f"{root}/{prefix.strip('/')}" if prefix.strip("/") else root)):
         rel = _rel(path, root)
         if layout.fits(rel):
             return None

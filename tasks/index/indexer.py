@@ -33,7 +33,7 @@ from tasks.plan.items import WorkItem
 from tasks.record.cost import estimate_columns
 from tasks.record.ledger import SCHEMA
 from tasks.record.rows import answer_fields
-from tasks.record.state import StateStore
+from tasks.record.state import IndexStateStore
 from tasks.record.tables import now_utc, partition_dates, read_partitions
 from tasks.secrets import redact_keys
 
@@ -198,11 +198,11 @@ class Indexer:
 
     # -- what is missing -----------------------------------------------------------------------------------
 
-    def stores(self) -> tuple[StateStore, EntryStore]:
+    def stores(self) -> tuple[IndexStateStore, EntryStore]:
         """The ledger's run state (this run's rows too) and the entries table's, opened now."""
-        return StateStore.open(self.ledger), EntryStore.open(self.entries_output)
+        return IndexStateStore.open(self.ledger), EntryStore.open(self.entries_output)
 
-    def todo(self, uris: list[str], ledger: StateStore, entries: EntryStore, done: set[str]) -> list[VideoTodo]:
+    def todo(self, uris: list[str], ledger: IndexStateStore, entries: EntryStore, done: set[str]) -> list[VideoTodo]:
         """The videos of these listed objects whose segments are all ok but whose entries or reduce call are
         missing: their latest ledger rows and their entries looked up by URI, never the whole tables."""
         rows = ledger.rows(uris)

@@ -1,4 +1,9 @@
-"""Backfill shards: a date range and prefixes split by day and prefix, each with a stable idempotency key."""
+"""Backfill shards: a date range and prefixes split by day and prefix, each with a stable idempotency key.
+
+A day shard lists only its day's directories when the source declares a layout. Without one a shard lists
+everything below its prefix whatever its window, so the range is split by prefix only: each prefix (or the
+whole source) is listed once, not once a day.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from pathlib import Path
 
-from tasks.config.run import RunConfig, parse_when
+from tasks.config.run import SourceConfig, parse_when
 from tasks.errors import ConfigError
 
 MAX_SHARDS = 10_000
@@ -49,8 +54,9 @@ def _day(value: str | date | None, name: str) -> date | None:
 
 
 def plan_shards(since: str | date | None = None, until: str | date | None = None,
-                prefixes: list[str] | None = None) -> list[Shard]:
-    """One shard per day of [since, until) and per prefix; a range without prefixes covers the whole source."""
+                prefixes: list[str] | None = None, by_day: bool = True) -> list[Shard]:
+    """One shard per day of [since, until) (or the whole range, without `by_day`) and per prefix; a range without
+    prefixes covers the whole source."""
     start, end = _day(since, "since"), _day(until, "until")
     prefixes = [p.strip("/") for p in (prefixes or [])]
     if (start is None) != (end is None):
@@ -63,21 +69,20 @@ def plan_shards(since: str | date | None = None, until: str | date | None = None
     if start is not None and end is not None:  # both or neither, checked above
         if end <= start:
             raise ConfigError(f"backfill: until {end} must be after since {start}")
-        days = [(start + timedelta(days=i), start + timedelta(days=i + 1)) for i in range((end - start).days)]
+        days = [(start + timedelta(days=i), start + timedelta(days=i + 1)) for i in range((end - start).days)] \
+            if by_day else [(start, end)]
     shards = [Shard(p, a, b) for p in (prefixes or [""]) for a, b in days]
     if len(shards) > MAX_SHARDS:
         raise ConfigError(f"backfill: {len(shards)} shards is more than {MAX_SHARDS}; split the range")
     return shards
 
 
+def shards_for(source: SourceConfig, since: str | date | None = None, until: str | date | None = None,
+               prefixes: list[str] | None = None) -> list[Shard]:
+    """A backfill's shards for this source: by day only where a layout maps a day to its directories."""
+    return plan_shards(since, until, prefixes, by_day=source.layout is not None)
+
+
 def config_digest(path: str | Path) -> str:
     """A short sha256 of the config file's bytes: a changed config makes new shard keys."""
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
-
-
-def with_prefix(cfg: RunConfig, prefix: str | None) -> RunConfig:
-    """The config with its source narrowed to `prefix` below source.url."""
-    if not prefix:
-        return cfg
-    url = cfg.source.url.rstrip("/") + "/" + prefix.strip("/") + "/"
-    return cfg.model_copy(update={"source": cfg.source.model_copy(update={"url": url})})

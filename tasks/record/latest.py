@@ -14,7 +14,8 @@ open: its latest rows win over the base's. A fold (when the delta passes `FOLD_R
 a new base from base + delta with DuckDB under a memory limit and streams it out with pyarrow. Any number of
 runs may open, read and fold at once: a base is only ever read through its own manifest, so a reader sees a
 base and exactly the files it covers, or an older one and more delta; either gives the same answer. A base
-lacking a column the spec asks for (written by an older vidbatch) is passed over: the store is rebuilt.
+written by an older vidbatch may lack columns added since: those the spec calls optional read as null (the
+next fold writes them), and a base lacking any other is passed over (the store is rebuilt).
 Deleting the store loses nothing: the next open rebuilds it from the table (that is also the migration of an
 existing table, once, atomically).
 
@@ -66,18 +67,20 @@ class StoreSpec:
     key: str = "request_key"               # one row per key ...
     order: tuple[str, ...] = ("created_at",)  # ... the last by these (ties: the last written)
     fallbacks: Mapping[str, str | int] = field(default_factory=dict)  # column -> the column or constant a null reads as
+    optional: tuple[str, ...] = ()         # columns an older base may lack (read as null); lacking another: rebuilt
 
     @property
     def base_schema(self) -> pa.Schema:
         return pa.schema([self.schema.field(c) for c in self.columns])
 
     def normalized(self, table: pa.Table) -> pa.Table:
-        """The spec's columns of table rows, nulls of older files filled by their fallbacks."""
+        """The spec's columns of table rows, those it lacks null, nulls of older files filled by their fallbacks."""
         cols = {}
         for c in self.columns:
+            kind = self.schema.field(c).type
+            col = table[c] if c in table.column_names else pa.nulls(table.num_rows, kind)
             fb = self.fallbacks.get(c)
-            cols[c] = table[c] if fb is None else pc.coalesce(
-                table[c], table[fb] if isinstance(fb, str) else pa.scalar(fb, self.schema.field(c).type))
+            cols[c] = col if fb is None else pc.coalesce(col, table[fb] if isinstance(fb, str) else pa.scalar(fb, kind))
         return pa.table(cols).cast(self.base_schema)
 
     def select_sql(self, source: str, present: set[str]) -> str:
@@ -109,6 +112,7 @@ class StoreStats:
 class _Base:
     path: str
     covered: dict[str, set[str]]   # partition dir name -> table file names
+    columns: list[str] = field(default_factory=list)  # the spec's columns it has (an older base: not all)
     mins: list[str] = field(default_factory=list)
     maxs: list[str] = field(default_factory=list)
     rows: int = 0
@@ -182,9 +186,10 @@ class LatestStore:
             except (FileNotFoundError, OSError, ValueError, KeyError):
                 continue  # a manifest whose base a later fold removed (or a torn write): the one before it
             names = meta.schema.to_arrow_schema().names
-            if not set(self.spec.columns) <= set(names):
-                continue  # an older vidbatch's base, without a column this one reads: rebuilt from the table
-            base = _Base(path, {p: set(n) for p, n in body["covered"].items()}, rows=meta.num_rows)
+            if not set(self.spec.columns) - set(self.spec.optional) <= set(names):
+                continue  # an older vidbatch's base, without a column this one needs: rebuilt from the table
+            base = _Base(path, {p: set(n) for p, n in body["covered"].items()},
+                         [c for c in self.spec.columns if c in names], rows=meta.num_rows)
             col = names.index(self.spec.by)
             for g in range(meta.num_row_groups):
                 st = meta.row_group(g).column(col).statistics
@@ -197,10 +202,10 @@ class LatestStore:
             return base
         return None
 
-    def refresh(self) -> None:
+    def refresh(self, with_base: bool = True) -> None:
         """Read the newest base's manifest and find the table files it does not cover (the delta), counting their
         rows from the Parquet footers only."""
-        self._base = self._read_base()
+        self._base = self._read_base() if with_base else None
         self._file = pq.ParquetFile(self.fs.open(self._base.path, "rb")) if self._base else None
         data = dataset(self.output, self.spec.schema)
         files = list(data.files) if data is not None else []
@@ -234,31 +239,19 @@ class LatestStore:
         value_set = pa.array(wanted, pa.string())
         parts = []
         if self._base is not None and self._file is not None:
-            groups = [g for g, (lo, hi) in enumerate(zip(self._base.mins, self._base.maxs, strict=True))
-                      if bisect.bisect_left(wanted, lo) < bisect.bisect_right(wanted, hi)]
-            if groups:
-                self.stats.groups_read += len(groups)
-                column = self._file.read_row_groups(groups, columns=[by])[by]
-                hit = pc.is_in(column, value_set=value_set)
+            for g, (lo, hi) in enumerate(zip(self._base.mins, self._base.maxs, strict=True)):
+                if bisect.bisect_left(wanted, lo) >= bisect.bisect_right(wanted, hi):
+                    continue  # its statistics say no wanted value is in it
+                self.stats.groups_read += 1  # one group at a time: memory holds one group, whatever the base
+                hit = pc.is_in(self._file.read_row_group(g, columns=[by])[by], value_set=value_set)
                 if pc.any(hit).as_py():
-                    hits = [g for g, n in zip(groups, self._group_hits(groups, hit), strict=True) if n]
-                    t = self._file.read_row_groups(hits, columns=list(self.spec.columns))
-                    t = t.select(list(self.spec.columns)).cast(self.spec.base_schema)
-                    parts.append(t.filter(pc.is_in(t[by], value_set=value_set)))
+                    t = self._file.read_row_group(g, columns=self._base.columns).filter(hit)
+                    parts.append(self.spec.normalized(t))
         if self._delta.num_rows:
             parts.append(self._delta.filter(pc.is_in(self._delta[by], value_set=value_set)))
         if not parts:
             return self._delta.slice(0, 0)
         return self._latest(pa.concat_tables(parts))  # the delta comes after the base: it wins a tie
-
-    def _group_hits(self, groups: list[int], hit: pa.ChunkedArray) -> list[int]:
-        assert self._file is not None
-        counts, at, flags = [], 0, hit.combine_chunks()
-        for g in groups:
-            n = self._file.metadata.row_group(g).num_rows
-            counts.append(pc.sum(flags.slice(at, n)).as_py() or 0)
-            at += n
-        return counts
 
     # -- folding -------------------------------------------------------------------------------------------
     def fold(self) -> None:
@@ -266,6 +259,8 @@ class LatestStore:
         import duckdb
 
         spec = self.spec
+        if self._base is not None and self._base.columns != list(spec.columns):
+            self.refresh(with_base=False)  # an older base's missing columns are unknown, not null: from the table
         inputs = ([self._base.path] if self._base else []) + self._delta_files
         if not inputs:
             return

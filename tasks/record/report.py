@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import html
+from dataclasses import dataclass, field
 
 import fsspec
 import pandas as pd
+import pyarrow as pa
 
 from tasks.config.run import OutputConfig
 from tasks.errors import ConfigError
-from tasks.record.ledger import read_ledger
-from tasks.record.tables import put_atomic
+from tasks.record.ledger import ROW_IDENTITY, SCHEMA
+from tasks.record.tables import distinct_rows, partitions, put_atomic, read_partitions
 
 CSS = """
 body{font:14px/1.45 system-ui,-apple-system,"Segoe UI",sans-serif;margin:24px;color:#1d2430;background:#f6f7f9}
@@ -82,12 +84,50 @@ def _bars(title: str, series: dict[str, dict[str, float]], unit: str = "") -> st
     return f'<div class="plot">{"".join(parts)}</div>'
 
 
-def render(df: pd.DataFrame, title: str) -> str:
-    table = day_job_table(df)
-    days = df.assign(date=df["created_at"].dt.strftime("%Y-%m-%d"))
-    cost = {"cost": days.groupby("date")["cost"].sum().to_dict()}
-    errs = days[days.status != "ok"].groupby(["error_type", "date"]).size()
-    errors = {str(t): errs[t].to_dict() for t in errs.index.get_level_values(0).unique()} or {"errors": {}}
+@dataclass
+class Figures:
+    """What the page shows, summed a day at a time: the per day and job rows, cost and errors per day, the rows."""
+
+    days: list[pd.DataFrame] = field(default_factory=list)
+    cost: dict[str, float] = field(default_factory=dict)
+    errors: dict[str, dict[str, float]] = field(default_factory=dict)  # error_type -> date -> rows
+    rows: int = 0
+
+    def add(self, df: pd.DataFrame) -> None:
+        """Rows of one or more whole days (a day's figures need all its rows: its latency percentiles)."""
+        if df.empty:
+            return
+        self.days.append(day_job_table(df))
+        days = df.assign(date=df["created_at"].dt.strftime("%Y-%m-%d"))
+        self.cost.update(days.groupby("date")["cost"].sum().to_dict())
+        errs = days[days.status != "ok"].groupby(["error_type", "date"]).size()
+        for t in errs.index.get_level_values(0).unique():
+            self.errors.setdefault(str(t), {}).update(errs[t].to_dict())
+        self.rows += len(df)
+
+
+REPORT_COLUMNS = list(dict.fromkeys(["created_at", "job", "status", "error_type", "latency_ms", "prompt_video_tokens",
+                                     "prompt_audio_tokens", "prompt_text_tokens", "completion_tokens",
+                                     "estimated_prompt_tokens", "prompt_tokens", "estimated_cost", "cost", "currency",
+                                     *ROW_IDENTITY]))
+
+
+def ledger_figures(output: OutputConfig) -> Figures:
+    """The page's figures, read a date partition at a time and only the columns they need: memory holds one
+    day's rows, whatever the ledger's size (a row's partition is its created_at's UTC date, the page's day)."""
+    figures = Figures()
+    nullable = {pa.int64(): pd.Int64Dtype(), pa.int32(): pd.Int32Dtype(), pa.bool_(): pd.BooleanDtype()}
+    for day in partitions(output):
+        table = read_partitions(output, SCHEMA, [day], None, REPORT_COLUMNS)
+        if table is not None:  # identical copies (an object-store compaction's old and new files) count once
+            figures.add(distinct_rows(table, ROW_IDENTITY).to_pandas(types_mapper=nullable.get))
+    return figures
+
+
+def render(figures: Figures, title: str) -> str:
+    table = pd.concat(figures.days, ignore_index=True) if figures.days else day_job_table(pd.DataFrame())
+    cost = {"cost": figures.cost}
+    errors = {t: figures.errors[t] for t in sorted(figures.errors)} or {"errors": {}}
     heads = ["date", "job", "requests", "ok", "errors", "video tok", "audio tok", "text tok", "output tok",
              "est. prompt tok", "prompt tok", "est. cost", "cost", "currency", "p50 ms", "p90 ms", "p99 ms"]
     body = "".join(
@@ -98,7 +138,7 @@ def render(df: pd.DataFrame, title: str) -> str:
             _number(r.p50_ms), _number(r.p90_ms), _number(r.p99_ms))) + "</tr>" for r in table.itertuples())
     return (f"<!doctype html><html><head><meta charset=utf-8><title>vidbatch ledger: {html.escape(title)}</title>"
             f"<style>{CSS}</style></head><body><h1>vidbatch ledger</h1><p class=muted>{html.escape(title)} · "
-            f"{len(df):,} rows</p><h2>Per day</h2>{_bars('cost per day', cost)}{_bars('errors per day', errors)}"
+            f"{figures.rows:,} rows</p><h2>Per day</h2>{_bars('cost per day', cost)}{_bars('errors per day', errors)}"
             f"<h2>Per day and job</h2><table id=days><tr>{''.join(f'<th>{h}</th>' for h in heads)}</tr>{body}"
             "</table><p class=muted>est. cost counts answered rows; cost is the gateway's figure where it sent one, "
             "else the reported usage at the profile's prices.</p></body></html>")
@@ -107,10 +147,10 @@ def render(df: pd.DataFrame, title: str) -> str:
 def write_ledger_report(url: str, storage_options: dict | None = None, out: str | None = None) -> str:
     """Write the page of a summarize ledger at `url`; returns where it went."""
     output = OutputConfig(url=url, storage_options=dict(storage_options or {}))
-    df = read_ledger(output)
-    if df.empty:
+    figures = ledger_figures(output)
+    if not figures.rows:
         raise ConfigError(f"{url}: no ledger rows; run `vidbatch run CONFIG` with output.url {url} first")
-    page = render(df, url)
+    page = render(figures, url)
     target = out or url.rstrip("/") + "/" + DEFAULT_NAME
     fs, path = fsspec.core.url_to_fs(target, **output.storage_options)
     put_atomic(fs, path, page.encode())

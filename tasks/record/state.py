@@ -11,18 +11,20 @@ from __future__ import annotations
 import json
 import tempfile
 from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import replace
 from itertools import islice
 
 from tasks.discover.listing import SourceObject
 from tasks.record.latest import LATEST, LOOKUP_CHUNK, LatestStore, StoreSpec
 from tasks.record.ledger import SCHEMA, KeyState, finished_keys, finished_sources
 
-__all__ = ["LATEST", "LEDGER_STATE", "Listed", "RunState", "StateStore"]
+__all__ = ["LATEST", "LEDGER_STATE", "IndexStateStore", "Listed", "RunState", "StateStore"]
 
 LEDGER_STATE = StoreSpec(
     SCHEMA, ("source_uri", "request_key", "source_key", "status", "error_type", "segment_count", "segment_index",
              "stage", "created_at"),
-    by="source_uri", fallbacks={"source_key": "request_key", "segment_count": 1})
+    by="source_uri", fallbacks={"source_key": "request_key", "segment_count": 1},
+    optional=("segment_index", "stage"))  # the index's columns: a base of the previous version lacks them
 
 
 class StateStore(LatestStore):
@@ -36,6 +38,13 @@ class StateStore(LatestStore):
         return {k: KeyState(s, e, src, n) for k, s, e, src, n in zip(
             *(t[c].to_pylist() for c in ("request_key", "status", "error_type", "source_key", "segment_count")),
             strict=True)}
+
+
+class IndexStateStore(StateStore):
+    """The ledger's store as the index reads it: a base without segment_index and stage (the previous version's)
+    is rebuilt, not read with them null (a run of summarize reads it as it is, until its next fold writes them)."""
+
+    spec = replace(LEDGER_STATE, optional=())
 
 
 class Listed:

@@ -129,6 +129,17 @@ def read_table(output: OutputConfig, schema: pa.Schema, columns: list[str] | Non
     return table
 
 
+def partitions(output: OutputConfig) -> list[str]:
+    """The table's date partitions (YYYY-MM-DD), oldest first: one listing of its top directory."""
+    fs, root = open_output(output)
+    fs.invalidate_cache()
+    try:
+        names = [p.rstrip("/").rsplit("/", 1)[-1] for p in fs.ls(root, detail=False)]
+    except FileNotFoundError:
+        return []
+    return sorted(n.removeprefix("date=") for n in names if n.startswith("date="))
+
+
 def read_partitions(output: OutputConfig, schema: pa.Schema, dates: Iterable[str], where: pc.Expression | None,
                     columns: list[str] | None = None) -> pa.Table | None:
     """The rows (matching `where`, when given) of these date partitions only: no other directory is listed or read

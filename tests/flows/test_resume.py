@@ -113,3 +113,18 @@ def test_a_mistyped_prefix_never_moves_the_watermark_and_a_watermark_belongs_to_
     other = run(make_config(localapi, prefix="even/"), incremental=True)  # same job, another source: its own mark
     assert other["ok"] == 1 and other["since"] is None and other["skipped_time_window"] == 0
     assert read_watermark(out, "test-run", "s3://videos/odd/").run_id == fixed["run_id"]
+
+
+def test_a_prefix_run_lists_below_its_prefix_and_reads_globs_relative_to_the_source(s3, localapi, make_config):
+    """A backfill shard's `prefix`: only its objects, with the source's include globs (paths keep their
+    source-relative form), and no watermark moved."""
+    fs, _ = s3
+    seed_bucket(fs, "videos", {"cam01/a.mp4": CLIP, "cam01/skip/b.mp4": CLIP, "cam02/c.mp4": CLIP})
+    raw = yaml.safe_load(make_config(localapi).read_text())
+    raw["source"]["include"] = ["cam0?/*.mp4"]
+    config = make_config(localapi, name="globbed.yaml")
+    config.write_text(yaml.safe_dump(raw))
+    shard = run(config, prefix="cam01", incremental=True)
+    assert (shard["ok"], shard["error"]) == (1, 0) and shard["skipped_filtered"] == 1
+    assert set(read_ledger(load_config(config).output).source_uri) == {"s3://videos/cam01/a.mp4"}
+    assert read_watermark(load_config(config).output, "test-run") is None

@@ -1,6 +1,7 @@
 """Listing proportional to the window: a declared layout, glob pruning, flat object-store listing, counted calls."""
 
 import os
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -131,9 +132,11 @@ def test_a_layout_that_matches_nothing_names_the_template_and_a_path(tmp_path):
 
 def test_a_glob_pruned_walk_never_lists_an_excluded_directory(tmp_path, monkeypatch):
     dated_tree(tmp_path / "src")
+    (tmp_path / "src/cam02/2026/11/05/sub").mkdir()
+    (tmp_path / "src/cam02/2026/11/05/sub/deep.mp4").write_bytes(b"v")  # a last `**` matches at any depth
     calls = CountingFS(open_source(SourceConfig(url=str(tmp_path / "src")))[0], monkeypatch)
     rels, stats = run_listing(str(tmp_path / "src"), include=["cam02/2026/11/*/**"])
-    assert len(rels) == 29 * 2 and all(r.startswith("cam02/2026/11/") for r in rels)
+    assert len(rels) == 29 * 2 + 1 and all(r.startswith("cam02/2026/11/") for r in rels)
     assert all("/src/cam02/2026/11" in p for p in calls.paths)  # the literal prefix: listed from there down
     calls.paths.clear()
     rels, _ = run_listing(str(tmp_path / "src"), include=["*/2026/11/0[1-3]/*.mp4"])
@@ -186,3 +189,56 @@ def test_s3_with_a_layout_lists_the_windows_directories_plus_its_depth(counted_s
     window_dirs = 6 * 1
     assert len(seen) == stats.list_calls == 1 + window_dirs <= window_dirs + 4
     assert sorted(p.get("Prefix") for p in seen)[1:] == [f"cam{c:02d}/2026/11/30/" for c in range(6)]
+
+
+def shard_listing(url, shard, **source):
+    """A backfill shard's listing as its summarize run makes it: the shard's parameters, its window, its prefix."""
+    from tasks.plan.batches import run_window
+
+    src = SourceConfig(url=url, **source)
+    cfg = load_config_from(src)
+    p = shard.parameters("c.yaml")
+    window = run_window(cfg, p["since"], p["until"], False)
+    fs, root = open_source(src)
+    stats = DiscoverStats()
+    return [o.rel for o in iter_objects(fs, root, src, window.since, window.until, stats,
+                                        prefix=p["prefix"] or "")], stats
+
+
+def load_config_from(src):
+    from tasks.config.run import RunConfig
+
+    return RunConfig.model_validate({"source": src.model_dump(), "output": {"url": "/tmp/unused"},
+                                     "prompt": {"user": "u"},
+                                     "provider": {"dialect": "openai", "base_url": "x", "model": "m"}})
+
+
+def test_a_backfill_day_shard_lists_only_its_days_below_its_prefix(tmp_path, monkeypatch):
+    from tasks.plan.shards import shards_for
+
+    dated_tree(tmp_path / "src")
+    calls = CountingFS(open_source(SourceConfig(url=str(tmp_path / "src")))[0], monkeypatch)
+    source = {"layout": "{camera}/{date:%Y/%m/%d}/", "layout_lag_days": 1}
+    shards = shards_for(SourceConfig(url=str(tmp_path / "src"), **source), "2026-11-01", "2026-11-30",
+                        ["cam02", "cam03"])
+    assert len(shards) == 2 * 29
+    rels, stats = shard_listing(str(tmp_path / "src"), shards[19], **source)  # cam02, 2026-11-20
+    assert sorted(rels) == ["cam02/2026/11/20/clip-0.mp4", "cam02/2026/11/20/clip-1.mp4"]  # relative to source.url
+    assert sorted(p.split("/src/", 1)[1] for p in calls.paths) == ["cam02/2026/11/19", "cam02/2026/11/20"]
+    assert stats.list_calls == 2  # the lag day and the shard's day: no camera level, no other day, no other camera
+    calls.paths.clear()
+    rels, stats = shard_listing(str(tmp_path / "src"), replace(shards[19], prefix=""), **source)
+    assert len(rels) == 3 * 2 and stats.list_calls == 1 + 3 * 2  # no prefix: the cameras, then each one's two days
+    with pytest.raises(ConfigError, match=r"prefix 'cam02/misc' does not fit source.layout"):
+        shard_listing(str(tmp_path / "src"), replace(shards[0], prefix="cam02/misc"), **source)
+
+
+def test_without_a_layout_a_prefix_shard_lists_its_prefix_once_globs_relative_to_the_source(tmp_path, monkeypatch):
+    from tasks.plan.shards import shards_for
+
+    dated_tree(tmp_path / "src", days=DAYS[:5])
+    calls = CountingFS(open_source(SourceConfig(url=str(tmp_path / "src")))[0], monkeypatch)
+    (shard, _) = shards_for(SourceConfig(url=str(tmp_path / "src")), "2026-10-02", "2026-10-04", ["cam02", "cam03"])
+    rels, stats = shard_listing(str(tmp_path / "src"), shard, include=["cam0[12]/**"])
+    assert sorted(rels) == [f"cam02/2026/10/{d:02d}/clip-{n}.mp4" for d in (2, 3) for n in (0, 1)]
+    assert all("/src/cam02" in p for p in calls.paths) and stats.list_calls == len(calls.paths) == 1 + 1 + 1 + 5

@@ -3,9 +3,9 @@ from datetime import date
 
 import pytest
 
-from tasks.config.run import OutputConfig
+from tasks.config.run import OutputConfig, SourceConfig
 from tasks.errors import ConfigError
-from tasks.plan.shards import Shard, plan_shards, with_prefix
+from tasks.plan.shards import Shard, plan_shards, shards_for
 from tasks.record.journal import LedgerWriter
 from tasks.record.ledger import read_ledger
 from tasks.record.totals import sum_totals
@@ -35,14 +35,14 @@ def test_bad_ranges_say_what_to_do(kw, message):
         plan_shards(**kw)
 
 
-def test_prefix_narrows_the_source_and_totals_add_up(tmp_path):
-    from tasks.config.run import RunConfig
-
-    cfg = RunConfig.model_validate({"source": {"url": "s3://b/root/"}, "output": {"url": str(tmp_path)},
-                                    "prompt": {"user": "u"},
-                                    "provider": {"dialect": "openai", "base_url": "x", "model": "m"}})
-    assert with_prefix(cfg, "cam01").source.url == "s3://b/root/cam01/"
-    assert with_prefix(cfg, None) is cfg
+def test_without_a_layout_a_range_is_split_by_prefix_only_and_totals_add_up():
+    assert shards_for(SourceConfig(url="s3://b/"), "2026-11-01", "2026-11-03", ["cam01", "cam02"]) == [
+        Shard("cam01", date(2026, 11, 1), date(2026, 11, 3)), Shard("cam02", date(2026, 11, 1), date(2026, 11, 3))]
+    assert shards_for(SourceConfig(url="s3://b/"), "2026-11-01", "2026-11-03") == [
+        Shard("", date(2026, 11, 1), date(2026, 11, 3))]
+    assert Shard("", date(2026, 11, 1), date(2026, 11, 3)).label == "(root) 2026-11-01..2026-11-03"
+    laid_out = SourceConfig(url="s3://b/", layout="{camera}/{date:%Y/%m/%d}")
+    assert len(shards_for(laid_out, "2026-11-01", "2026-11-03", ["cam01", "cam02"])) == 4  # by day: a day lists a day
     assert sum_totals([{"ok": 2, "error": 1, "total_tokens": 5}, {"ok": 3}]) == {
         "shards": 2, "ok": 5, "error": 1, "skipped_already_done": 0, "prompt_tokens": 0, "completion_tokens": 0,
         "total_tokens": 5, "estimated_prompt_tokens": 0}

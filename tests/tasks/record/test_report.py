@@ -54,3 +54,22 @@ def test_the_ledger_page_sums_each_day_and_opens_in_chromium(tmp_path):
     assert cells[0][5:9] == ["2,700", "270", "30", "120"] and cells[0][11:14] == ["0.720000", "0.750000", "XTS"]
     assert cells[1][12] == "0.500000" and cells[0][14] == "250"  # p50 of 100..400 ms
     assert dom.count("<rect") == 2 + 3  # a cost bar per day; error bars: server, budget, media
+
+
+def test_the_page_reads_a_day_at_a_time_and_only_the_columns_it_shows(tmp_path, monkeypatch):
+    import tasks.record.report as report
+
+    ledger = tmp_path / "ledger"
+    out = OutputConfig(url=str(ledger))
+    write_rows(rows(), out, "r")
+    write_rows([{**r, "output_text": "x" * 1000} for r in rows()[:3]], out, "r")  # identical copies: counted once
+    reads = []
+    real = report.read_partitions
+    monkeypatch.setattr(report, "read_partitions", lambda *a: reads.append((a[2], a[4])) or real(*a))
+    figures = report.ledger_figures(out)
+    assert reads == [(["2026-11-21"], report.REPORT_COLUMNS), (["2026-11-22"], report.REPORT_COLUMNS)]
+    assert "output_text" not in report.REPORT_COLUMNS and figures.rows == 9
+    assert figures.cost == {"2026-11-21": 0.75, "2026-11-22": 0.5}
+    assert figures.errors == {"budget": {"2026-11-22": 2}, "media": {"2026-11-22": 1}, "server": {"2026-11-21": 1}}
+    page = report.render(figures, "t")
+    assert "9 rows" in page and page.count("<tr>") == 3  # the header and a row per day and job

@@ -25,7 +25,8 @@ def rows(n, start=0, run="r", rng=None, day=0):
     for i in range(start, start + n):
         status, etype = STATUSES[rng.randrange(len(STATUSES))]
         key = f"k{i % 700}"  # keys repeat: later rows supersede earlier ones
-        out.append({"request_key": key, "source_key": key, "segment_count": 1, "run_id": run, "status": status,
+        out.append({"request_key": key, "source_key": key, "segment_count": 1, "segment_index": 0, "run_id": run,
+                    "status": status,
                     "error_type": etype, "source_uri": f"s3://b/cam{i % 7}/{i % 700:05d}.mp4",
                     "created_at": T0 + timedelta(days=day, seconds=i)})
     return out
@@ -137,9 +138,10 @@ def test_a_ledger_written_by_the_previous_version_is_picked_up(tmp_path):
     assert got["k1"].source_key == "k1" and got["k1"].segment_count == 1
 
 
-def test_a_base_written_by_an_older_vidbatch_is_rebuilt_with_the_columns_it_lacks(tmp_path):
-    """Bases before the index read its lookups from the store have no segment_index or stage: passed over."""
-    from tasks.record.state import LEDGER_STATE
+def test_a_base_of_the_previous_version_is_read_by_a_run_and_rebuilt_for_the_index(tmp_path):
+    """Bases written before the index read its lookups from the store have no segment_index or stage: a run's
+    lookups read them as they are (no rebuild on the night of an upgrade), the index rebuilds the store once."""
+    from tasks.record.state import LEDGER_STATE, IndexStateStore
 
     class OldStore(StateStore):
         spec = replace(LEDGER_STATE, columns=tuple(c for c in LEDGER_STATE.columns
@@ -148,12 +150,18 @@ def test_a_base_written_by_an_older_vidbatch_is_rebuilt_with_the_columns_it_lack
     out = OutputConfig(url=str(tmp_path / "ledger"))
     write_rows(rows(700), out, "r0")
     OldStore.open(out, fold_rows=0)
-    assert len(list((tmp_path / "ledger" / LATEST).glob("*.pq"))) == 1
-    store = agrees(out, fold_rows=10**9)  # the old base is not read: the whole ledger is the delta, folded when large
-    assert store.stats.base_rows == 0 and store.stats.delta_rows == 700
-    store = agrees(out, fold_rows=0)
-    assert store.stats.folded and store.stats.base_rows == 700
-    assert "stage" in store.rows(["s3://b/cam0/00000.mp4"]).column_names
+    write_rows(rows(100, start=5_000, run="r1", day=1), out, "r1")
+    store = agrees(out, fold_rows=10**9)  # the old base and the new file's delta
+    assert (store.stats.base_rows, store.stats.delta_rows) == (700, 100)
+    assert store.rows(["s3://b/cam0/00000.mp4"])["stage"].null_count == 1
+    index = IndexStateStore.open(out, fold_rows=10**9)
+    assert index.stats.base_rows == 0 and index.stats.delta_rows == 800  # passed over: the ledger is the delta
+    assert index.lookup(["s3://b/cam1/00001.mp4"]) == store.lookup(["s3://b/cam1/00001.mp4"])
+    store.fold()  # a run's next fold rebuilds it from the ledger (its missing columns were unknown, not null)
+    index = IndexStateStore.open(out, fold_rows=10**9)
+    assert index.stats.base_rows == len(latest_state(out)) and index.stats.delta_rows == 0
+    assert index.rows(["s3://b/cam0/00000.mp4"])["segment_index"].to_pylist() == [0]
+    assert agrees(out, fold_rows=10**9).stats.delta_rows == 0
 
 
 def test_journal_recovery_reads_only_the_partitions_of_the_journaled_rows(tmp_path, monkeypatch):
