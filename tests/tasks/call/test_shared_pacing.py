@@ -65,12 +65,13 @@ class FakeLeases:
 
     async def acquire(self, limit, slots, lease_s):
         await self.clock.sleep(self.round_trip / 2)
-        if self.active(limit.name) + slots > limit.capacity:
+        if self.active(limit.name) + slots > self.capacity.get(limit.name, limit.capacity):  # the server's size
             return None
         self.n += 1
-        self.leases[str(self.n)] = (limit.name, slots, self.clock.now + lease_s)
+        lease_id = str(self.n)  # not str(self.n) after the await: another acquire may have come in between
+        self.leases[lease_id] = (limit.name, slots, self.clock.now + lease_s)
         await self.clock.sleep(self.round_trip / 2)
-        return str(self.n)
+        return lease_id
 
     async def renew(self, lease_id, lease_s):
         assert lease_s >= 60
