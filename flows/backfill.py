@@ -56,11 +56,13 @@ async def run_shard(shard: Shard, config: str, digest: str, deployment: str, pol
 @flow(name="backfill", persist_result=False)
 async def backfill(config: str, since: str | None = None, until: str | None = None, prefixes: list[str] | None = None,
                    max_parallel: int = 4, retry_failed: bool = True, deployment: str = SHARD_DEPLOYMENT,
-                   poll_s: float = 2.0, start_ahead: int = 1) -> dict:
+                   poll_s: float = 2.0, start_ahead: int | None = None) -> dict:
     """Summarize a date range (by day) and/or a list of prefixes, one child run of summarize per shard.
 
-    `max_parallel` shards send at once; `start_ahead` more are started and wait, ready, for a turn to send
-    (tasks/call/turns.py), so the provider's rate is not left idle while a shard's process starts."""
+    `max_parallel` shards send at once; `start_ahead` more (default: `max_parallel`) are started and wait,
+    ready, for a turn to send (tasks/call/turns.py), so the provider's rate is not left idle while a shard's
+    process starts. Fewer than `max_parallel` leave the shards that end together (shards of one size do)
+    to replacements that start cold."""
     log = get_run_logger()
     cfg = load_config(config)
     shards = shards_for(cfg.source, since, until, prefixes)
@@ -71,7 +73,8 @@ async def backfill(config: str, since: str | None = None, until: str | None = No
         for lim in await ensure_shared_limits(cfg.provider):
             log.info("shared limit %s: %d slots, each returned %.1f s after its answer", lim.name, lim.capacity,
                      HOLD_S)
-    parallel, ahead = max(1, max_parallel), max(0, start_ahead)
+    parallel = max(1, max_parallel)
+    ahead = parallel if start_ahead is None else max(0, start_ahead)
     turns = turns_name(str(flow_run.id)) if ahead and len(shards) > parallel and flow_run.id else None
     log.info("backfill of %s: %d shards, %d sending at a time%s", cfg.job, len(shards), parallel,
              f", {ahead} more started ahead to wait for a turn ({turns})" if turns else "")

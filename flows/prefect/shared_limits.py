@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from uuid import UUID
@@ -85,12 +86,15 @@ class PrefectLeases:
 
 
 def release_later(pending: dict[str, float]) -> None:
-    """Give leases back at their times from a detached process, so a run ends without waiting for its holds."""
+    """Give leases back at their times (`pending`: lease id -> seconds from now) from a detached process, so a run
+    ends without waiting for its holds. The process gets wall-clock deadlines: its own start-up is not added."""
     from prefect.settings import PREFECT_API_URL
 
     if pending:
+        now = time.time()
+        deadlines = {lease_id: now + after_s for lease_id, after_s in pending.items()}
         env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value() or ""}  # the server these permits use
-        subprocess.Popen([sys.executable, "-m", "flows.prefect.release_later", json.dumps(pending)], env=env,
+        subprocess.Popen([sys.executable, "-m", "flows.prefect.release_later", json.dumps(deadlines)], env=env,
                          start_new_session=True, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                          stderr=subprocess.DEVNULL)
 

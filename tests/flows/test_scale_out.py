@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 PREFECT = str(Path(sys.executable).with_name("prefect"))
 RPM, PREFIXES, PER_PREFIX = 600, [f"cam{i}" for i in range(4)], 10  # high rpm, few clips: long runs are benchmarks
 POOL = "vidbatch-process"
-MAX_PARALLEL = 2  # 4 shards, 2 sending at once and 1 started ahead, waiting for a turn (tasks/call/turns.py)
+MAX_PARALLEL = 2  # 4 shards: 2 sending at once, 2 started ahead waiting for a turn (tasks/call/turns.py)
 WORKER_LIMIT = 3  # ceil((max_parallel + start_ahead) / 2 workers) + 1, the slot the backfill flow run takes
 
 
