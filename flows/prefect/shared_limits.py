@@ -107,11 +107,13 @@ class SharedPermits(Permits):
         self._client = client
 
     async def close(self) -> None:
+        pending: dict[str, float] = {}
         try:
             for b in (self.requests, self.tokens):
                 if b is not None:
-                    await b.close(hand_off=release_later)
+                    await b.close(hand_off=pending.update)
         finally:
+            release_later(pending)  # one process for both limits: a shard's end is a burst of work on its machine
             await self._client.__aexit__(None, None, None)
 
 

@@ -7,6 +7,7 @@ import time
 
 import flows.prefect.shared_limits as shared_limits
 from flows.prefect.release_later import release_at
+from tasks.call.shared_pacing import Bucket, SharedLimit
 
 
 async def test_leases_go_back_at_their_deadlines_not_a_start_up_later_and_one_failure_stops_none():
@@ -40,3 +41,43 @@ def test_the_hand_off_passes_wall_clock_deadlines(monkeypatch):
     assert before + 30.0 <= deadlines["x"] <= after + 30.0 and before + 61.0 <= deadlines["y"] <= after + 61.0
     shared_limits.release_later({})
     assert len(started) == 1  # nothing pending: no process
+
+
+class Leases:
+    """A lease server with room for everything; ids name their limit."""
+
+    def __init__(self):
+        self.n = 0
+
+    async def free(self, limit):
+        return limit.capacity
+
+    async def acquire(self, limit, slots, lease_s):
+        self.n += 1
+        return f"{limit.name}-{self.n}"
+
+    async def renew(self, lease_id, lease_s):
+        pass
+
+    async def release(self, lease_id):
+        raise AssertionError("a finished run's returns are handed off, not awaited")
+
+
+class Client:
+    async def __aexit__(self, *exc):
+        pass
+
+
+async def test_the_last_returns_of_both_limits_go_to_one_process(monkeypatch):
+    """A shard's end is a burst of work on its machine; a Python importing Prefect per limit made it longer."""
+    started: list[list[str]] = []
+    monkeypatch.setattr(shared_limits.subprocess, "Popen", lambda args, **kw: started.append(args))
+    server = Leases()
+    permits = shared_limits.SharedPermits(Client(), Bucket(SharedLimit("rpm", 10), server),
+                                          Bucket(SharedLimit("tpm", 1000), server))
+    held = await permits.take(100)
+    permits.finish(held)
+    await permits.close()
+    (args,) = started
+    deadlines = json.loads(args[3])
+    assert set(deadlines) == {"rpm-1", "tpm-2"} and all(d > time.time() + 50 for d in deadlines.values())
