@@ -228,12 +228,17 @@ class LocalAPI:
             traceback.print_exc()
             reply = Reply.error(ApiError(500, f"localapi internal error ({type(exc).__name__})", type="server_error",
                                          code="localapi_error"))
-        finally:
+        except BaseException:
             with self._lock:
                 self._in_flight -= 1
+            raise
         for name, value in limit_headers.items():
             reply.headers.setdefault(name, value)
-        self._record(summary, reply, tokens, ok, fault, headers.get("X-Request-Key"))
+        try:
+            self._record(summary, reply, tokens, ok, fault, headers.get("X-Request-Key"))
+        finally:  # recorded first: a request that is no longer in flight is in the stats
+            with self._lock:
+                self._in_flight -= 1
         return reply
 
     def _wait(self, now: float, tokens: int | None, cfg: LocalAPIConfig) -> float:

@@ -300,6 +300,8 @@ def cancel_a_shard_then_rerun_the_backfill(api: str, fs, provider: LocalAPI, con
 
     # the rerun: one new run for the cancelled shard, none for the finished one; every clip ends ok once
     provider.config.latency = (0.02, 0.05)
+    # requests the stopped shard abandoned are still being answered (latency drawn at 1-1.5 s): count them first
+    wait_for("the abandoned requests' answers", lambda: provider.stats()["in_flight"] == 0, 30)
     sent_mid = len(provider.stats()["timeline"])
     rerun = run_deployment_and_wait(api, "backfill/backfill", params)
     assert rerun["state"]["type"] == "COMPLETED", rerun["state"]
