@@ -22,10 +22,13 @@ def start(config):
 def test_two_runs_of_one_config_at_once_send_each_video_once(s3, localapi, make_config):
     fs, _ = s3
     seed_bucket(fs, "videos", {f"cam/{i:03d}.mp4": video("mp4", seconds=1) for i in range(VIDEOS)})
-    localapi.config.latency = (0.3, 0.5)  # ~10 s of sending at concurrency 4: the runs overlap
-    config = make_config(localapi, limits={"concurrency": 4})
+    localapi.config.latency = (0.5, 0.7)  # ~30 s of sending at concurrency 2: the runs overlap even when the
+    config = make_config(localapi, limits={"concurrency": 2})  # second one's start-up is slow (a loaded machine)
     first = start(config)
-    time.sleep(1.5)  # as the issue ran them
+    deadline = time.monotonic() + 120  # the issue started the second 1.5 s after the first; here, once the
+    while localapi.stats()["ok"] < 3:  # first is sending, so a slow start of the first cannot make them meet late
+        assert first.poll() is None and time.monotonic() < deadline, first.communicate()
+        time.sleep(0.05)
     second = start(config)
     out1, err1 = first.communicate(timeout=300)
     out2, err2 = second.communicate(timeout=300)
