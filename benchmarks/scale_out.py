@@ -33,16 +33,9 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.common import API_KEY, TINY, start_api, write_config  # noqa: E402 - after sys.path setup
 from localapi.samples import sample_bytes  # noqa: E402
-from tests.flows.test_scale_out import (  # noqa: E402 - the test's harness: one way to start servers and workers
-    POOL,
-    PREFECT,
-    filter_all,
-    free_port,
-    max_window,
-    rest,
-    run_deployment_and_wait,
-    stop,
-)
+
+# the test's harness is the one way to start servers and workers
+from tests.flows.test_scale_out import POOL, PREFECT, filter_all, free_port, rest, run_deployment_and_wait, stop  # noqa: E402
 
 MAX_PARALLEL = 4
 
@@ -62,8 +55,9 @@ def steady_share(times: list[float], limit: int, weights: list[float] | None = N
     return sum(sums) / len(sums) / limit
 
 
-def max_window_sum(times: list[float], weights: list[float], span: float = 60.0) -> float:
-    """The largest sum of `weights` over the events of any half-open window of `span` seconds."""
+def max_window_sum(times: list[float], weights: list[float] | None = None, span: float = 60.0) -> float:
+    """The largest sum of `weights` (default: a count) over the events of any half-open window of `span` seconds."""
+    weights = weights or [1.0] * len(times)
     events, best, j, total = sorted(zip(times, weights, strict=True)), 0.0, 0, 0.0
     for t, w in events:
         total += w
@@ -159,7 +153,7 @@ def main() -> None:
             row = (f"{n} worker(s), start_ahead {ahead}, --limit {limit}: {run['state']['type']}, "
                    f"{len(answered)} answered in {wall:.0f} s; "
                    f"achieved/limit (steady) {steady_share(answered, args.rpm):.3f}; max 60 s window/limit "
-                   f"{max_window(answered) / args.rpm:.3f}; "
+                   f"{max_window_sum(answered) / args.rpm:.3f}; "
                    + (f"tokens/tpm (steady) {steady_share(answered, args.tpm, tokens):.3f}, max 60 s window "
                       f"{max_window_sum(answered, tokens) / args.tpm:.3f}; " if args.tpm else "")
                    + f"429 share {refused / max(1, len(timeline)):.2%}; "

@@ -34,7 +34,7 @@ async def run_shard(shard: Shard, config: str, digest: str, deployment: str, pol
     """
     log = get_run_logger()
     key = shard.key(digest)
-    parameters = {**shard.parameters(config), **({"gate": turns} if turns else {})}
+    parameters = {**shard.parameters(config), **({"turns": turns} if turns else {})}
     async with gate:
         while True:
             run = await arun_deployment(deployment, parameters=parameters, idempotency_key=key,

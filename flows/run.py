@@ -57,7 +57,7 @@ class RunOptions:
     incremental: bool = False
     prefix: str | None = None
     budget: float | None = None  # --budget: what this run may spend, in the prices' currency
-    gate: str | None = None  # a backfill shard: the backfill's turns, one taken before the first request
+    turns: str | None = None  # a backfill shard: the backfill's turns, one taken before the first request
 
     @property
     def from_watermark(self) -> bool:
@@ -240,9 +240,9 @@ async def _run_batches(flow_name: str, cfg: RunConfig, opts: RunOptions, check: 
                         if not (batch := await claimed(pending)):
                             continue
                         items = await plan(batch)
-                        if opts.gate and not started_batches:  # a shard started ahead: it waits for its turn here
-                            log.info("first batch planned: waiting for a turn of %s", opts.gate)
-                            await turn.enter_async_context(backfill_turn(opts.gate))
+                        if opts.turns and not started_batches:  # a shard started ahead: it waits for its turn here
+                            log.info("first batch planned: waiting for a turn of %s", opts.turns)
+                            await turn.enter_async_context(backfill_turn(opts.turns))
                         sending.append(asyncio.ensure_future(call_batch(items, run, fs, budget, scratch, check)))
                         started_batches.append(sending[-1])
                         if len(sending) > 1:

@@ -47,6 +47,7 @@ class Turn:
 
     def __init__(self, server: LeaseServer, name: str, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
                  poll_s: float = POLL_S):
+        # the counter's size is the backfill's (set on the server); the client side only names it and takes 1
         self.server, self.limit, self._sleep, self.poll_s = server, SharedLimit(name, 1), sleep, poll_s
         self.lease_id: str | None = None
         self.waited_polls = 0

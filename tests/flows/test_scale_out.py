@@ -123,16 +123,24 @@ def start_worker(name: str, env: dict, tmp_path: Path, request) -> Path:
     return out
 
 
-def run_deployment_and_wait(api: str, name: str, parameters: dict, timeout_s: float = 600) -> dict:
+def create_run(api: str, name: str, parameters: dict) -> dict:
     dep = rest(api, "GET", f"/deployments/name/{name}")
-    run = rest(api, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
+    return rest(api, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": parameters})
+
+
+def wait_final(api: str, run: dict, timeout_s: float = 600) -> dict:
+    """The flow run, read again until its state is final."""
     deadline = time.monotonic() + timeout_s
     while True:
         run = rest(api, "GET", f"/flow_runs/{run['id']}")
         if run["state"]["type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
             return run
-        assert time.monotonic() < deadline, f"{name} still {run['state']['type']} after {timeout_s} s"
-        time.sleep(1)
+        assert time.monotonic() < deadline, f"{run['name']} still {run['state']['type']} after {timeout_s} s"
+        time.sleep(0.5)
+
+
+def run_deployment_and_wait(api: str, name: str, parameters: dict, timeout_s: float = 600) -> dict:
+    return wait_final(api, create_run(api, name, parameters), timeout_s)
 
 
 def filter_all(api: str, path: str, body: dict) -> list[dict]:
@@ -269,8 +277,7 @@ def cancel_a_shard_then_rerun_the_backfill(api: str, fs, provider: LocalAPI, con
     sent_before = len(provider.stats()["timeline"])
     provider.config.latency = (1.0, 1.5)  # 4 at a time: the 40 clips of slow1 take 10 s or more
     params = {"config": str(config), "prefixes": list(SLOW), "max_parallel": 2, "poll_s": 1.0}
-    dep = rest(api, "GET", "/deployments/name/backfill/backfill")
-    parent = rest(api, "POST", f"/deployments/{dep['id']}/create_flow_run", json={"parameters": params})
+    parent = create_run(api, "backfill/backfill", params)
 
     def slow_shard_sending():  # fast0 has 4 clips: 10 answers mean slow1 has had 6 or more
         runs = shard_runs(api, "slow1")
@@ -281,12 +288,10 @@ def cancel_a_shard_then_rerun_the_backfill(api: str, fs, provider: LocalAPI, con
     t_cancel = time.monotonic()
     rest(api, "POST", f"/flow_runs/{shard['id']}/set_state",
          json={"state": {"type": "CANCELLING", "message": "cancelled by the test"}, "force": True})
-    ended = wait_for("the cancelled shard's end", lambda: (r := rest(api, "GET", f"/flow_runs/{shard['id']}"))[
-        "state"]["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED") and r, 120)
+    ended = wait_final(api, shard, 120)
     cancel_s = time.monotonic() - t_cancel
     assert ended["state"]["type"] == "CANCELLED", ended["state"]
-    parent = wait_for("the backfill's end", lambda: (r := rest(api, "GET", f"/flow_runs/{parent['id']}"))[
-        "state"]["type"] in ("CANCELLED", "FAILED", "CRASHED", "COMPLETED") and r, 120)
+    parent = wait_final(api, parent, 120)
     assert parent["state"]["type"] == "FAILED", parent["state"]  # a shard did not complete
 
     # the stopped shard flushed what it had: its rows are in the ledger, its journal is empty, none twice
